@@ -1,0 +1,303 @@
+"""Undo disguises before anything else sees the text.
+
+Every step rewrites the text with a regular expression and carries a map from
+each character of the result back to the span of the original text it came
+from, so evidence found in the normalised text can be shown in the original.
+
+The steps, in order:
+
+1. drop what MeCab and the eye cannot take: NUL and other controls, lone
+   surrogates, format characters (zero-width, bidi, tags), variation selectors;
+2. NFKC (full-width, half-width kana, circled and math letters), combining
+   marks folded or dropped, separate voicing marks (か゛) joined;
+3. ASCII lower case and Cyrillic/Greek look-alikes folded to Latin;
+4. contact tools in disguise mapped to one form (ら い ん, L1NE, ﾗｲﾝ -> line);
+5. single letters split by spaces, dots or emoji rejoined, digits written in
+   kanji or kana read as digits;
+6. contact handles replaced by placeholders (<email>, <phone>, <url>, <id>,
+   <handle>), so a model learns that a handle was shared, not which one;
+7. whitespace collapsed, and very long texts cut to their head and tail.
+"""
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+__all__ = ["Normalized", "normalize", "PLACEHOLDERS", "MAX_CHARS"]
+
+#: Normalised texts longer than this keep their head and tail only: scam
+#: messages are short, and both ends are where padding would hide one.
+MAX_CHARS = 100_000
+
+PLACEHOLDERS = ("<email>", "<phone>", "<url>", "<id>", "<handle>")
+
+
+@dataclass(frozen=True)
+class Normalized:
+    """A normalised text with, per character, the original span it came from."""
+
+    text: str
+    starts: list
+    ends: list
+    original: str
+
+    def span(self, start, end):
+        """Map the span ``[start, end)`` of ``text`` to the original text."""
+        if end <= start:
+            pos = self.starts[start] if start < len(self.starts) else len(self.original)
+            return pos, pos
+        return self.starts[start], self.ends[end - 1]
+
+
+def _sub(pattern, repl, norm):
+    """Apply ``pattern.sub(repl)`` to a Normalized, keeping the offset map.
+
+    A replacement of the same length maps character to character; any other
+    maps every character it produces to the whole span it replaced.
+    """
+    text, starts, ends = norm.text, norm.starts, norm.ends
+    out, new_starts, new_ends = [], [], []
+    pos = 0
+    for m in pattern.finditer(text):
+        a, b = m.span()
+        new = repl(m) if callable(repl) else repl
+        if new == text[a:b]:
+            continue
+        out.append(text[pos:a])
+        new_starts += starts[pos:a]
+        new_ends += ends[pos:a]
+        out.append(new)
+        if len(new) == b - a:
+            new_starts += starts[a:b]
+            new_ends += ends[a:b]
+        elif new:
+            s = starts[a] if b > a else (ends[a - 1] if a else 0)
+            e = ends[b - 1] if b > a else s
+            new_starts += [s] * len(new)
+            new_ends += [e] * len(new)
+        pos = b
+    if pos == 0:
+        return norm
+    out.append(text[pos:])
+    new_starts += starts[pos:]
+    new_ends += ends[pos:]
+    return Normalized("".join(out), new_starts, new_ends, norm.original)
+
+
+# 1. Invisible and unsafe characters. Format characters (category Cf) and
+# variation selectors survive NFKC, and MeCab stops reading at a NUL.
+_INVISIBLE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\u00ad\u034f\u061c"
+    "\u0600-\u0605\u06dd\u070f\u08e2\u115f\u1160\u17b4\u17b5\u180b-\u180f"
+    "\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0"
+    "\ufff9-\ufffb\ud800-\udfff\U000110bd\U000110cd\U00013430-\U0001343f"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]+"
+)
+_LINE_BREAKS = re.compile("\r\n|[\r\x85\u2028\u2029\x0b\x0c]")
+_TABS = re.compile("\t")
+_SPACING_VOICE = re.compile("[\u309b\u309c]")
+
+# 2. NFKC, but only where it can change something: these characters are
+# already in normal form, and whole Japanese sentences are made of them.
+_STABLE = "\n\x20-\x7e\u3001\u3002\u300c\u300d\u3041-\u3096\u30a1-\u30fa\u30fc\u4e00-\u9fff"
+_COMBINING = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\u3099\u309a\ufe20-\ufe2f"
+_UNSTABLE = re.compile(f"[^{_STABLE}][{_COMBINING}]*|[{_STABLE}][{_COMBINING}]+")
+
+
+def _nfkc(m):
+    s = unicodedata.normalize("NFKC", m.group())
+    # Marks NFKC could not compose (a line over a letter, 100k stacked
+    # accents) carry nothing a reader needs: drop them.
+    return "".join(c for c in s if not unicodedata.combining(c))
+
+
+# 3. Case and look-alikes: one character for one, so offsets are unchanged.
+_FOLD = str.maketrans(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    "АВЕКМНОРСТХаеорсухІіЈјЅѕԚԛԜԝҮүҺһӀӏ"
+    "ΑΒΕΖΗΙΚΜΝΟΡΤΥΧαοντυχειρκ",
+    "abcdefghijklmnopqrstuvwxyz"
+    "abekmhopctxaeopcyxiijjssqqwwyyhhll"
+    "abezhikmnoptyxaovtuxeipk",
+)
+_HAS_FOLDABLE = re.compile("[A-Z\u0370-\u03ff\u0400-\u04ff\u0500-\u052f]")
+
+# Separators a disguise puts between letters: spaces, dots, dashes, slashes,
+# stars, hearts, emoji and the like (not 、。 or letters).
+_SEP = (
+    r"[\s.\-_・･*/|~〜,'\"`^+=#:;!?()\[\]{}<>"
+    "\u2010-\u2015\u2022\u2026\u2190-\u21ff\u2500-\u27bf\u2b00-\u2bff"
+    "\u3000\u30fb\U0001f000-\U0001faff]"
+)
+
+
+def _spaced(word):
+    """A pattern matching ``word`` with separators allowed between its letters."""
+    return f"{_SEP}*".join(word)
+
+
+# 4. Contact tools, in readings, leet and spacing, to one form each.
+_L, _I, _N, _E = "[l1|]", "[i1!|]", "n", "[e3]"
+_TOOLS = [
+    ("line", [f"{_L}{_SEP}*{_I}{_SEP}*{_N}{_SEP}*{_E}"],
+     ["らいん", "えるあいえぬいー", "エルアイエヌイー", "緑のアプリ", "緑色のアプリ", "緑のやつ"],
+     ["ライン"]),
+    ("gmail", [_spaced("gmail"), "gmai1", "gma1l"], ["じーめーる", "じぃめーる"], ["ジーメール"]),
+    ("chatwork", [_spaced("chatwork")], ["ちゃっとわーく", "ちゃとわ"], ["チャットワーク", "チャトワ"]),
+    ("discord", [_spaced("discord"), "d1scord"], ["でぃすこーど", "でぃすこ"], ["ディスコード"]),
+    ("telegram", [_spaced("telegram")], ["てれぐらむ"], ["テレグラム", "テレグラ"]),
+    ("skype", [_spaced("skype")], ["すかいぷ"], ["スカイプ"]),
+    ("instagram", [_spaced("instagram")], ["いんすたぐらむ", "いんすた"], ["インスタグラム", "インスタ"]),
+    ("whatsapp", [_spaced("whatsapp")], ["わっつあっぷ"], ["ワッツアップ"]),
+    ("wechat", [_spaced("wechat")], ["うぃーちゃっと"], ["ウィーチャット"]),
+    ("kakaotalk", [_spaced("kakaotalk"), "kakao"], ["かかおとーく"], ["カカオトーク"]),
+    ("slack", [_spaced("slack")], ["すらっく"], ["スラック"]),
+    ("zoom", [_spaced("zoom"), "z00m"], ["ずーむ"], ["ズーム"]),
+]
+
+
+def _tool_pattern(latin, hiragana, katakana):
+    parts = [f"(?<![a-z0-9]){p}(?![a-z0-9])" for p in latin]
+    # A short reading inside a run of kana is often part of another word
+    # (くらいんだ): unspaced, it must stand after something that is not kana.
+    parts += [f"{_SEP}+".join(w) if len(w) <= 3 else _spaced(w) for w in hiragana]
+    parts += [f"(?<![\u3041-\u3096]){w}" for w in hiragana if len(w) <= 3]
+    # Katakana readings only as a word of their own: オンライン, ガイドライン
+    # and ラインナップ are not the app.
+    parts += [f"(?<![\u30a1-\u30fa\u30fc]){w}(?![\u30a1-\u30fa\u30fc])" for w in katakana]
+    return re.compile("|".join(parts))
+
+
+_TOOL_PATTERNS = [(name, _tool_pattern(*forms)) for name, *forms in _TOOLS]
+
+# 5. Single letters or digits split by separators: "a b c 1 2 3", "0.9.0".
+_SPLIT_LETTERS = re.compile(
+    rf"(?<![a-z0-9])[a-z0-9](?:{_SEP}+[a-z0-9](?![a-z0-9])){{3,}}"
+)
+_SEP_RE = re.compile(_SEP)
+
+_KANJI_DIGITS = "〇零一二三四五六七八九"
+_KANJI_TO_DIGIT = str.maketrans(_KANJI_DIGITS, "00123456789")
+_KANJI_NUMBER = re.compile(
+    rf"[{_KANJI_DIGITS}](?:(?:{_SEP}|[ーの])*[{_KANJI_DIGITS}]){{3,}}"
+)
+_KANA_DIGITS = {
+    "ぜろ": "0", "ゼロ": "0", "れい": "0", "まる": "0", "いち": "1", "に": "2",
+    "さん": "3", "よん": "4", "し": "4", "ご": "5", "ろく": "6", "なな": "7",
+    "しち": "7", "はち": "8", "きゅう": "9", "く": "9",
+}
+_KANA_DIGIT = "|".join(sorted(_KANA_DIGITS, key=len, reverse=True))
+# Only a run that starts with zero, as phone numbers do, and is long enough
+# that ordinary words (にさん, いちご) cannot form it.
+_KANA_NUMBER = re.compile(
+    rf"(?:ぜろ|ゼロ|れい|まる)(?:(?:{_SEP}|[ーの])*(?:{_KANA_DIGIT})){{7,}}"
+)
+_KANA_DIGIT_RE = re.compile(_KANA_DIGIT)
+
+# 6. Handles.
+_AT = r"(?:\s*@\s*|\s*[(\[]\s*at\s*[)\]]\s*|\s+at\s+|\s*(?:あっと|アット)(?:まーく|マーク)?\s*)"
+_DOT = r"(?:\s*\.\s*|\s*[(\[]\s*dot\s*[)\]]\s*|\s+dot\s+|\s*(?:どっと|ドット)\s*)"
+_EMAIL = re.compile(
+    rf"(?<![a-z0-9._%+-])[a-z0-9][a-z0-9._%+-]*{_AT}[a-z0-9][a-z0-9-]*(?:{_DOT}[a-z0-9-]+)*{_DOT}[a-z]{{2,6}}(?![a-z0-9])"
+)
+_URL = re.compile(
+    r"(?:https?://|www\.)[^\s<>「」()、。]+"
+    r"|(?<![a-z0-9@.])(?:[a-z0-9-]+\.)+(?:com|net|org|jp|io|me|ee|ly|gl|co|info|biz|app|dev|link|xyz|page|site)"
+    r"(?![a-z0-9])(?:/[^\s<>「」、。]*)?"
+)
+_PHONE = re.compile(r"(?<![0-9])(?:\+\s*81|0)(?:[\s\-()・ー.の]{0,3}[0-9]){8,10}(?![0-9])")
+_LINE_ID = re.compile(
+    r"((?<![a-z])(?:line|id)(?:\s*id)?\s*(?:[:=は]|です|→|->)?\s*)"
+    r"(@?[a-z0-9][a-z0-9._-]{2,19})(?![a-z0-9._-])"
+)
+_HANDLE = re.compile(r"(?<![a-z0-9.])@[a-z0-9_][a-z0-9_.]{2,29}(?![a-z0-9_])")
+_PLACEHOLDER = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
+
+# 7. Whitespace.
+_SPACES = re.compile(r"[ ]{2,}| (?=\n)|(?<=\n) +")
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+def _line_id(m):
+    handle = m.group(2)
+    # "line for" or "id is" are words; a handle has a digit, a dot, an
+    # underscore or a hyphen in it, or stands after an explicit "id".
+    if re.search(r"[0-9._-]", handle) or re.search(r"id", m.group(1)):
+        return m.group(1) + "<id>"
+    return m.group()
+
+
+def normalize(text):
+    """Normalise one message, keeping a map to the original offsets.
+
+    Parameters
+    ----------
+    text : str
+        Any Unicode string, lone surrogates included.
+
+    Returns
+    -------
+    Normalized
+        ``.text`` is the normalised text; ``.span(a, b)`` maps a span of it
+        back to the original.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"normalize expects str, got {type(text).__name__}")
+    n = len(text)
+    norm = Normalized(text, list(range(n)), list(range(1, n + 1)), text)
+    norm = _sub(_LINE_BREAKS, "\n", norm)
+    norm = _sub(_TABS, " ", norm)
+    norm = _sub(_INVISIBLE, "", norm)
+    norm = _sub(_SPACING_VOICE, lambda m: chr(ord(m.group()) - 2), norm)
+    norm = _sub(_UNSTABLE, _nfkc, norm)
+    if _HAS_FOLDABLE.search(norm.text):
+        norm = Normalized(norm.text.translate(_FOLD), norm.starts, norm.ends, text)
+    for name, pattern in _TOOL_PATTERNS:
+        norm = _sub(pattern, name, norm)
+    norm = _sub(_SPLIT_LETTERS, lambda m: _SEP_RE.sub("", m.group()), norm)
+    norm = _sub(_KANJI_NUMBER, lambda m: m.group().translate(_KANJI_TO_DIGIT), norm)
+    norm = _sub(_KANA_NUMBER, lambda m: _KANA_DIGIT_RE.sub(lambda d: _KANA_DIGITS[d.group()], m.group()), norm)
+    norm = _sub(_EMAIL, "<email>", norm)
+    norm = _sub(_URL, "<url>", norm)
+    norm = _sub(_PHONE, "<phone>", norm)
+    norm = _sub(_LINE_ID, _line_id, norm)
+    norm = _sub(_HANDLE, "<handle>", norm)
+    norm = _sub(_SPACES, lambda m: " " if m.group().startswith("  ") else "", norm)
+    norm = _sub(_BLANK_LINES, "\n\n", norm)
+    norm = _strip(norm)
+    if len(norm.text) > MAX_CHARS:
+        norm = _head_and_tail(norm)
+    return norm
+
+
+def _strip(norm):
+    text = norm.text
+    a = len(text) - len(text.lstrip())
+    b = len(text.rstrip())
+    if a == 0 and b == len(text):
+        return norm
+    return Normalized(text[a:b], norm.starts[a:b], norm.ends[a:b], norm.original)
+
+
+def _head_and_tail(norm):
+    half = (MAX_CHARS - 1) // 2
+    tail = MAX_CHARS - 1 - half
+    cut = len(norm.text) - tail
+    return Normalized(
+        norm.text[:half] + "\n" + norm.text[cut:],
+        norm.starts[:half] + [norm.starts[cut]] + norm.starts[cut:],
+        norm.ends[:half] + [norm.starts[cut]] + norm.ends[cut:],
+        norm.original,
+    )
+
+
+def split_placeholders(text):
+    """Split normalised text into (start, end, is_placeholder) pieces."""
+    pos = 0
+    for m in _PLACEHOLDER.finditer(text):
+        if m.start() > pos:
+            yield pos, m.start(), False
+        yield m.start(), m.end(), True
+        pos = m.end()
+    if pos < len(text):
+        yield pos, len(text), False
