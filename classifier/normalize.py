@@ -29,6 +29,10 @@ __all__ = ["Normalized", "normalize", "PLACEHOLDERS", "MAX_CHARS"]
 #: messages are short, and both ends are where padding would hide one.
 MAX_CHARS = 100_000
 
+#: Raw texts longer than this are read as their head and tail before
+#: normalising (a bound on memory; NFKC can only grow what is left).
+RAW_LIMIT = 8 * MAX_CHARS
+
 PLACEHOLDERS = ("<email>", "<phone>", "<url>", "<id>", "<handle>")
 
 
@@ -214,8 +218,16 @@ _HANDLE = re.compile(r"(?<![a-z0-9.])@[a-z0-9_][a-z0-9_.]{2,29}(?![a-z0-9_])")
 _PLACEHOLDER = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
 
 # 7. Whitespace.
-_SPACES = re.compile(r"[ ]{2,}| (?=\n)|(?<=\n) +")
+_SPACES = re.compile(r" {2,}| (?=\n)|(?<=\n) ")
 _BLANK_LINES = re.compile(r"\n{3,}")
+
+
+def _space(m):
+    """Runs of spaces become one; spaces next to a line break go."""
+    text, a, b = m.string, m.start(), m.end()
+    if (b < len(text) and text[b] == "\n") or (a > 0 and text[a - 1] == "\n"):
+        return ""
+    return " "
 
 
 def _line_id(m):
@@ -244,12 +256,23 @@ def normalize(text):
     if not isinstance(text, str):
         raise TypeError(f"normalize expects str, got {type(text).__name__}")
     n = len(text)
-    norm = Normalized(text, list(range(n)), list(range(1, n + 1)), text)
+    if n > RAW_LIMIT:
+        # Keep memory bounded on 10 MB inputs: read the raw head and tail
+        # only; normalisation cannot shrink them below MAX_CHARS in practice.
+        half = RAW_LIMIT // 2
+        starts = list(range(half)) + [half] + list(range(n - half, n))
+        ends = list(range(1, half + 1)) + [n - half] + list(range(n - half + 1, n + 1))
+        norm = Normalized(text[:half] + "\n" + text[n - half:], starts, ends, text)
+    else:
+        norm = Normalized(text, list(range(n)), list(range(1, n + 1)), text)
     norm = _sub(_LINE_BREAKS, "\n", norm)
     norm = _sub(_TABS, " ", norm)
     norm = _sub(_INVISIBLE, "", norm)
     norm = _sub(_SPACING_VOICE, lambda m: chr(ord(m.group()) - 2), norm)
     norm = _sub(_UNSTABLE, _nfkc, norm)
+    if len(norm.text) > MAX_CHARS:
+        # NFKC can expand a text 18-fold (U+FDFA): cap before the costly passes.
+        norm = _head_and_tail(norm)
     if _HAS_FOLDABLE.search(norm.text):
         norm = Normalized(norm.text.translate(_FOLD), norm.starts, norm.ends, text)
     for name, pattern in _TOOL_PATTERNS:
@@ -262,7 +285,7 @@ def normalize(text):
     norm = _sub(_PHONE, "<phone>", norm)
     norm = _sub(_LINE_ID, _line_id, norm)
     norm = _sub(_HANDLE, "<handle>", norm)
-    norm = _sub(_SPACES, lambda m: " " if m.group().startswith("  ") else "", norm)
+    norm = _sub(_SPACES, _space, norm)
     norm = _sub(_BLANK_LINES, "\n\n", norm)
     norm = _strip(norm)
     if len(norm.text) > MAX_CHARS:
