@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 import zlib
 from collections import deque
@@ -25,7 +26,7 @@ from pathlib import Path
 from .model import LABELS, load
 from .normalize import MAX_CHARS
 
-__all__ = ["Row", "read_rows", "score_rows", "Writer", "Summary", "run_batch", "open_output", "BatchError"]
+__all__ = ["Row", "read_rows", "read_stream", "score_rows", "Writer", "Summary", "run_batch", "open_output", "BatchError"]
 
 #: Rows handed to a worker at once.
 CHUNK = 256
@@ -83,20 +84,39 @@ def read_rows(paths, *, input_format=None, stats=None):
     Blank lines are not rows; they are counted in ``stats["blank"]``.
     """
     stats = stats if stats is not None else {}
-    stats.setdefault("blank", 0)
     for path in paths or ["-"]:
-        fmt = input_format or _format_of(path)
         name = "<stdin>" if path == "-" else str(path)
         f = _open_binary(path)
         try:
-            reader = _read_csv if fmt == "csv" else _read_jsonl
-            yield from reader(f, name, stats)
-        except (EOFError, OSError, zlib.error) as e:
-            # A truncated or corrupt .gz: the rows before it are out already.
-            yield Row(line=0, error=f"{name}: input ends early or is corrupt ({e}); rows after this point are lost", source=name)
+            yield from read_stream(f, name, input_format=input_format, stats=stats)
         finally:
             if f is not sys.stdin.buffer:
                 f.close()
+
+
+def read_stream(f, name, *, input_format=None, stats=None):
+    """Rows of one open binary stream, read as :func:`read_rows` reads a file.
+
+    The local command and the Dask path (one file per partition) both read
+    through here, so a bad row is the same :class:`Row` on either.
+
+    Parameters
+    ----------
+    f : binary file object
+        Already decompressed.
+    name : str
+        The file's name: it picks the format (``.csv`` or JSONL, ``.gz``
+        ignored) unless ``input_format`` is given, and it appears in errors.
+    """
+    stats = stats if stats is not None else {}
+    stats.setdefault("blank", 0)
+    fmt = input_format or _format_of(name)
+    try:
+        reader = _read_csv if fmt == "csv" else _read_jsonl
+        yield from reader(f, name, stats)
+    except (EOFError, OSError, zlib.error) as e:
+        # A truncated or corrupt .gz: the rows before it are out already.
+        yield Row(line=0, error=f"{name}: input ends early or is corrupt ({e}); rows after this point are lost", source=name)
 
 
 def _read_jsonl(f, name, stats):
@@ -265,17 +285,18 @@ class Writer:
         self.stream.flush()
 
     def _write_csv(self, records):
-        if self.columns is None and records:
+        if not records:
+            return
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        if self.columns is None:
+            # Columns come from the first rows; fields first seen later go to _extra as JSON.
             keys = []
             for rec in records:
                 keys += [k for k in rec if k not in keys]
             front = ["id", *LABELS, "flagged", "error"]
             self.columns = front + [k for k in keys if k not in front and k != "evidence"] + ["evidence", "_extra"]
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        if buf.tell() == 0 and not getattr(self, "_header_done", False):
             writer.writerow(self.columns)
-            self._header_done = True
         for rec in records:
             extra = {k: v for k, v in rec.items() if k not in self.columns}
             rec = {**rec, "_extra": json.dumps(extra, ensure_ascii=False, default=str) if extra else ""}
@@ -351,7 +372,10 @@ def run_batch(rows, writer, summary, *, model=None, model_path=None, jobs=1, tex
         if progress is not None:
             progress.update(len(records))
 
-    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Signal handlers can only be set from the main thread; a Dask worker
+    # runs this in a thread of its own, where its nanny deals with signals.
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
     try:
         if jobs <= 1:
             model = model or load(model_path)
@@ -362,7 +386,8 @@ def run_batch(rows, writer, summary, *, model=None, model_path=None, jobs=1, tex
     except (KeyboardInterrupt, _Interrupted) as e:
         return str(e) or "SIGINT"
     finally:
-        signal.signal(signal.SIGTERM, old_term)
+        if main_thread:
+            signal.signal(signal.SIGTERM, old_term)
     return None
 
 

@@ -1,0 +1,319 @@
+"""Scoring on a Dask cluster: log files as partitions, or a Dask DataFrame.
+
+Two ways in, one scoring function (:func:`classifier.batch.score_rows`):
+
+* :func:`score_logs` (``python -m classifier score ... --dask``) makes each
+  input file one partition. A worker reads it with the local command's
+  reader (:func:`classifier.batch.read_stream`), scores it with the local
+  command's loop (:func:`classifier.batch.run_batch`) and writes one output
+  file into the output folder, so the outputs, concatenated in name order,
+  are the local command's output.
+* :func:`score_frame` adds the score columns to a Dask DataFrame, lazily.
+
+Tasks carry the model's path, never the model: each worker process loads a
+model once (verified as :func:`classifier.load` verifies it) and keeps it for
+every partition after. Needs the ``dask`` extra: ``pip install -e '.[dask]'``.
+"""
+
+import contextlib
+import glob
+import json
+import os
+import posixpath
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+try:
+    import distributed
+    import fsspec
+    from fsspec.core import OpenFile, split_protocol, url_to_fs
+except ImportError as e:
+    raise ImportError(f"classifier.dask needs Dask ({e}); install it with `pip install -e '.[dask]'`") from None
+
+from . import batch
+from .model import LABELS, load
+
+__all__ = ["score_frame", "score_logs", "score_files", "SUMMARY_FILE"]
+
+#: Written into the output folder last, once every partition is done.
+SUMMARY_FILE = "_summary.json"
+
+# --- the model, once per worker process ------------------------------------
+
+_models = {}
+_models_lock = threading.Lock()
+
+
+def _model(path):
+    """The model at ``path`` (None: the default), loaded once per process."""
+    key = None if path is None else str(path)
+    with _models_lock:
+        if key not in _models:
+            _models[key] = load(key)
+        return _models[key]
+
+
+def _model_arg(model_path):
+    # A relative path would be resolved in each worker's directory; None
+    # stays None so that each worker finds its own installed default.
+    return None if model_path is None else str(Path(model_path).resolve())
+
+
+# --- DataFrames -------------------------------------------------------------
+
+
+def score_frame(ddf, text_field="text", model_path=None):
+    """Add score columns to a Dask DataFrame, lazily.
+
+    Parameters
+    ----------
+    ddf : dask.dataframe.DataFrame
+        One message per row.
+    text_field : str
+        The column holding the messages.
+    model_path : str or Path, optional
+        A model directory that the workers can read; default: each worker's
+        shipped model (or ``$CLASSIFIER_MODEL``).
+
+    Returns
+    -------
+    dask.dataframe.DataFrame
+        ``ddf`` with, per row: a probability column per label (NaN where
+        nothing could be scored), ``flagged`` (the flagged labels joined by
+        ``,``; empty when none, missing when not scored), ``evidence`` (the
+        spans as JSON text) and ``error`` (missing when the row is fine), as
+        in the local command. Existing columns of these names are replaced.
+
+    Raises
+    ------
+    KeyError
+        If ``text_field`` is not a column.
+    """
+    import pandas as pd
+
+    if text_field not in ddf.columns:
+        raise KeyError(f"no {text_field!r} column to score; the columns are {list(ddf.columns)}")
+    meta = ddf._meta.assign(**{label: pd.Series(dtype="float64") for label in LABELS},
+                            **{name: pd.Series(dtype=pd.StringDtype()) for name in ("flagged", "evidence", "error")})
+    return ddf.map_partitions(_score_pandas, text_field, _model_arg(model_path), meta=meta)
+
+
+def _score_pandas(pdf, text_field, model_path):
+    import pandas as pd
+
+    texts = [None if v is pd.NA else v for v in pdf[text_field].tolist()]
+    rows = [batch.Row(n, record={text_field: text}) for n, text in enumerate(texts, 1)]
+    records = batch.score_rows(_model(model_path), rows, text_field=text_field) if rows else []
+
+    def column(values, dtype):
+        return pd.Series(values, index=pdf.index, dtype=dtype)
+
+    out = pdf.assign(**{label: column([r.get(label) for r in records], "float64") for label in LABELS})
+    return out.assign(
+        flagged=column([",".join(r["flagged"]) if "flagged" in r else None for r in records], pd.StringDtype()),
+        evidence=column([json.dumps(r["evidence"], ensure_ascii=False) if "evidence" in r else None for r in records],
+                        pd.StringDtype()),
+        error=column([r.get("error") for r in records], pd.StringDtype()),
+    )
+
+
+# --- log files --------------------------------------------------------------
+
+
+def score_logs(inputs, output, *, client, model_path=None, input_format=None, output_format="jsonl",
+               text_field="text", id_field="id", only_flagged=False, summary=None):
+    """Score log files on a Dask cluster: one partition and one output file per input file.
+
+    Output file ``i`` is named ``{i:05d}-{input name}.jsonl`` (or ``.csv``), so
+    the files in name order hold the local command's output for the same
+    inputs. ``_summary.json`` is written last. A worker that dies costs its
+    partition a retry (Dask's ``distributed.scheduler.allowed-failures``).
+
+    Parameters
+    ----------
+    inputs : list of str
+        JSONL/CSV files (``.gz`` too) or glob patterns, local or fsspec URLs
+        (``s3://...`` with ``s3fs`` installed); the workers must be able to
+        read them.
+    output : str
+        A folder, new or empty, that the workers can write to.
+    client : distributed.Client
+    model_path, input_format, text_field, id_field, only_flagged
+        As for the local command.
+    output_format : {"jsonl", "csv"}
+    summary : classifier.batch.Summary, optional
+        Gains the counts of every partition written (the command prints its line).
+
+    Returns
+    -------
+    dict
+        The local command's summary counts, plus ``partitions`` (per input:
+        its output and counts) and ``failed`` (inputs whose partition could
+        not be written, with the reason; empty when all were).
+
+    Raises
+    ------
+    BatchError
+        If an input is missing or the output folder is not empty.
+    """
+    sources = _expand(inputs)
+    out_fs, root = _output_folder(output)
+    width = max(5, len(str(len(sources) - 1)))
+    names = [f"{i:0{width}d}-{_stem(name)}.{output_format}" for i, (name, _) in enumerate(sources)]
+    options = dict(model_path=_model_arg(model_path), input_format=input_format, output_format=output_format,
+                   text_field=text_field, id_field=id_field, only_flagged=only_flagged)
+    run = uuid.uuid4().hex[:8]
+    futures = [client.submit(_score_file, name, source, out_fs, posixpath.join(root, out), **options,
+                             key=f"classifier-score-{run}-{i}", pure=False)
+               for i, ((name, source), out) in enumerate(zip(sources, names))]
+    summary = summary if summary is not None else batch.Summary()
+    parts, failed = [None] * len(futures), []
+    try:
+        for i, future in enumerate(futures):
+            try:
+                parts[i] = future.result()
+            except Exception as e:  # a partition failed as a whole (a worker killed 3 times, a full disk)
+                failed.append({"input": sources[i][0], "error": f"{type(e).__name__}: {e}"})
+    finally:
+        client.cancel(futures)
+    for part in filter(None, parts):
+        _add_counts(summary, part)
+    result = {**summary.as_dict(), "partitions": [p for p in parts if p], "failed": failed}
+    for tmp in out_fs.glob(posixpath.join(root, "*.tmp")):  # left by a worker that died mid-partition
+        out_fs.rm(tmp)
+    with out_fs.open(posixpath.join(root, SUMMARY_FILE), "w", encoding="utf-8") as f:
+        json.dump(result, f, ensure_ascii=False, indent=2)
+    return result
+
+
+def _score_file(name, source, out_fs, out_path, *, model_path, input_format, output_format, text_field, id_field,
+                only_flagged):
+    """On a worker: one input file in, one output file out; its counts back."""
+    model = _model(model_path)
+    summary = batch.Summary()
+    # Written aside and moved into place whole: a retry after a worker died
+    # starts afresh, and no one sees half a file under the final name.
+    tmp = f"{out_path}.{uuid.uuid4().hex}.tmp"
+    with source as f, out_fs.open(tmp, "w", encoding="utf-8", newline="") as stream:
+        rows = batch.read_stream(f, name, input_format=input_format, stats=summary.stats)
+        batch.run_batch(rows, batch.Writer(stream, output_format), summary, model=model, text_field=text_field,
+                        id_field=id_field, only_flagged=only_flagged)
+    out_fs.mv(tmp, out_path)
+    return {"input": name, "output": posixpath.basename(out_path), **summary.as_dict()}
+
+
+def _add_counts(summary, part):
+    summary.read += part["rows_read"]
+    summary.scored += part["rows_scored"]
+    summary.errors += part["rows_with_errors"]
+    summary.stats["blank"] += part["blank_lines_skipped"]
+    for label, n in part["flagged"].items():
+        summary.flagged[label] += n
+
+
+def _expand(inputs):
+    """``(name, OpenFile)`` per input file, in order, globs sorted.
+
+    Local names stay as given (relative ones too, as a shell expands them),
+    so errors name a file as the local command does.
+    """
+    if not inputs:
+        raise batch.BatchError("--dask needs input files (standard input cannot be split across workers)")
+    sources = []
+    for pattern in inputs:
+        if pattern == "-":
+            raise batch.BatchError("--dask reads files, not standard input")
+        magic = any(c in pattern for c in "*?[")
+        if split_protocol(pattern)[0] is None:
+            names = sorted(glob.glob(pattern)) if magic else [pattern]
+            batch.check_inputs(names)
+            fs, paths = fsspec.filesystem("file"), [os.path.abspath(n) for n in names]
+        else:
+            try:
+                fs, path = url_to_fs(pattern)
+                paths = sorted(fs.glob(path)) if magic else [path]
+                if not magic and not fs.isfile(path):
+                    raise batch.BatchError(f"input {pattern}: no such file")
+            except (ImportError, ValueError, OSError) as e:  # e.g. "Install s3fs to access S3"
+                raise batch.BatchError(f"input {pattern}: {e}") from None
+            names = [pattern] if not magic else [fs.unstrip_protocol(p) for p in paths]
+        if not names:
+            raise batch.BatchError(f"input {pattern}: no files match")
+        for name, path in zip(names, paths):
+            compression = "gzip" if name.endswith(".gz") else None  # as the local command: .gz only
+            sources.append((name, OpenFile(fs, path, mode="rb", compression=compression)))
+    return sources
+
+
+def _output_folder(output):
+    if not output or output == "-":
+        raise batch.BatchError("--dask writes a folder of files: give it with -o FOLDER")
+    try:
+        fs, root = url_to_fs(output)
+        if fs.exists(root):
+            if not fs.isdir(root):
+                raise batch.BatchError(f"output {output}: is a file; --dask writes a folder of files")
+            if fs.ls(root):
+                raise batch.BatchError(f"output {output}: the folder is not empty; give a new or empty folder")
+        fs.makedirs(root, exist_ok=True)
+    except (ImportError, ValueError, OSError) as e:
+        raise batch.BatchError(f"output {output}: {e}") from None
+    return fs, root
+
+
+def _stem(name):
+    base = posixpath.basename(name.removesuffix(".gz"))
+    return os.path.splitext(base)[0] or base
+
+
+# --- command line -----------------------------------------------------------
+
+
+def _cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _client(scheduler):
+    """A client of the scheduler at ``scheduler``, else of a new LocalCluster (a worker process per core)."""
+    if scheduler:
+        try:
+            client = distributed.Client(scheduler, timeout="20s")
+        except (OSError, ValueError, TypeError) as e:
+            raise batch.BatchError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
+        with client:
+            yield client
+    else:
+        with distributed.LocalCluster(n_workers=_cores(), threads_per_worker=1, processes=True) as cluster, \
+                distributed.Client(cluster) as client:
+            yield client
+
+
+def score_files(args):
+    """``python -m classifier score --dask``: score, print the summary line, return the exit status."""
+    if args.jobs != 1:
+        raise batch.BatchError("--jobs is for local scoring; with --dask the cluster's workers do the work")
+    # Quick to get wrong, slow to find out after a cluster has started: check first.
+    _expand(args.inputs)
+    load(args.model)  # a clear message here, not a failure on every worker
+    _output_folder(args.output)
+    with _client(args.scheduler) as client:
+        n = len(client.scheduler_info(n_workers=-1)["workers"])
+        print(f"Dask: scheduler {client.scheduler.address}, {n} workers", file=sys.stderr)
+        summary = batch.Summary()
+        try:
+            result = score_logs(args.inputs, args.output, client=client, model_path=args.model,
+                                input_format=args.input_format, output_format=args.format or "jsonl",
+                                text_field=args.text_field, id_field=args.id_field, only_flagged=args.only_flagged,
+                                summary=summary)
+        except KeyboardInterrupt:
+            print(f"interrupted; {args.output} holds the partitions finished so far, and no {SUMMARY_FILE}",
+                  file=sys.stderr)
+            return 130
+        # Printed before the cluster shuts down, which takes a while and is not scoring.
+        for failure in result["failed"]:
+            print(f"error: {failure['input']}: not scored: {failure['error']}", file=sys.stderr)
+        print(f"{len(result['partitions'])} files written to {args.output}; {summary.line()}", file=sys.stderr)
+    return 1 if result["failed"] else 0
