@@ -13,21 +13,100 @@ def _train_parser():
     parser.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--feedback", metavar="FILE", help="moderator decisions (JSONL) that override corpus labels")
-    parser.add_argument("--force", action="store_true", help="replace an existing --out")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out (never overrides --promote: see --force-promote)")
     parser.add_argument("--quiet", action="store_true", help="no progress messages")
+    from .compare import TOLERANCE
+
+    mod = parser.add_argument_group(
+        "compare and promote", "Score one held-out set (the test.jsonl of each --data directory, plus --eval files) with the new "
+        "model and an old one, and write COMPARISON.md and comparison.json into --out. Feedback never trains on held-out messages.")
+    mod.add_argument("--compare", metavar="DIR", help="the model to compare with, e.g. models/default")
+    mod.add_argument("--eval", action="append", metavar="FILE", help="labelled JSONL/CSV file added to the held-out set; repeatable")
+    mod.add_argument("--log", metavar="FILE", help="message log (JSONL/CSV) with request ids: list the requests whose review decision changes")
+    mod.add_argument("--promote", action="store_true",
+                     help="then copy --out over --promote-to, keeping the replaced model as 'previous', only if no label's held-out "
+                          "F1 drops by more than --tolerance; exit status 1 when refused (compares with --promote-to)")
+    mod.add_argument("--promote-to", metavar="DIR",
+                     help="promotion target (default: $CLASSIFIER_MODEL or models/default); the replaced model goes to "
+                          "models/previous, or DIR-previous for a target not named 'default'")
+    mod.add_argument("--tolerance", type=float, default=TOLERANCE, metavar="F1",
+                     help=f"largest F1 drop per label that --promote accepts (default {TOLERANCE})")
+    mod.add_argument("--force-promote", action="store_true", help="promote even when the F1 gate fails, and record that it was forced")
     return parser
 
 
 def train_main(argv=None):
-    args = _train_parser().parse_args(argv)
+    parser = _train_parser()
+    args = parser.parse_args(argv)
+    from .persist import ModelLoadError
     from .training import train
 
     try:
-        manifest = train(args.data, args.out, seed=args.seed, feedback=args.feedback, force=args.force, progress=not args.quiet)
-    except (DataError, FileExistsError) as e:
+        plan = _moderation_plan(parser, args)
+        manifest = train(args.data, args.out, seed=args.seed, feedback=plan["feedback"], force=args.force, progress=not args.quiet)
+    except (DataError, FileExistsError, ModelLoadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(_summary(manifest))
+    return _compare_and_promote(args, plan) if plan["baseline"] or args.promote else 0
+
+
+def _moderation_plan(parser, args):
+    """Check --compare, --eval, --log and --promote before training, so a mistake costs no training run."""
+    from pathlib import Path
+
+    from .evaluate import test_split
+    from .feedback import FeedbackFile
+    from .model import default_model_path, load
+
+    if (args.eval or args.log) and not (args.compare or args.promote):
+        parser.error("--eval and --log need --compare or --promote")
+    if (args.promote_to or args.force_promote) and not args.promote:
+        parser.error("--promote-to and --force-promote need --promote")
+    if not 0 <= args.tolerance < 1:
+        parser.error(f"--tolerance must be in [0, 1), got {args.tolerance}")
+    target = Path(args.promote_to) if args.promote_to else default_model_path()
+    baseline = args.compare
+    if baseline and Path(args.out).resolve() == Path(baseline).resolve():
+        parser.error(f"--out {args.out} is the model to compare with; train into another directory")
+    if args.promote:
+        if Path(args.out).resolve() == target.resolve():
+            parser.error(f"--out {args.out} is the promotion target; train into another directory")
+        if baseline and Path(baseline).resolve() != target.resolve():
+            parser.error(f"--promote gates on a comparison with the model it replaces: --compare {baseline} is not {target}")
+        baseline = baseline or (target if target.exists() else None)
+    heldout = test_split(args.data, args.eval or ())
+    if baseline:
+        if not heldout:
+            raise DataError("--compare needs a held-out set: a --data directory with a test.jsonl, or --eval FILE")
+        load(baseline)
+    if args.log and not Path(args.log).is_file():
+        raise DataError(f"--log {args.log}: no such file (expected a JSONL/CSV message log with request ids)")
+    # The held-out set travels with the decisions file: a decision on a held-out message is skipped, not trained on.
+    feedback = FeedbackFile(args.feedback, holdout=heldout) if args.feedback else None
+    return {"target": target, "baseline": baseline, "heldout": heldout, "feedback": feedback}
+
+
+def _compare_and_promote(args, plan):
+    from .compare import (PromotionError, PromotionRefused, compare, comparison_summary, promote, promotion_summary,
+                          write_comparison)
+    from .persist import ModelLoadError
+
+    try:
+        comparison = None
+        if plan["baseline"]:
+            comparison = compare(args.out, plan["baseline"], plan["heldout"], log=args.log, tolerance=args.tolerance)
+            md, js = write_comparison(comparison, args.out)
+            print(comparison_summary(comparison))
+            print(f"wrote {md} and {js}")
+        if args.promote:
+            print(promotion_summary(promote(args.out, plan["target"], comparison=comparison, force=args.force_promote)))
+    except PromotionRefused as e:
+        print(f"not promoted: {e}", file=sys.stderr)
+        return 1
+    except (PromotionError, DataError, ModelLoadError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -71,6 +150,27 @@ def _parser():
     review.add_argument("--text-field", default="text")
     review.add_argument("-o", "--output", metavar="OUTPUT")
     _add_model(review)
+
+    evaluate = sub.add_parser("evaluate", help="score labelled files: figures per label at the model's thresholds, and the worst errors")
+    evaluate.add_argument("inputs", nargs="+", metavar="DATA",
+                          help="labelled JSONL/CSV file (LABELING.md format), or a corpus directory (its test.jsonl)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    evaluate.add_argument("--worst", type=int, default=5, metavar="N", help="worst false negatives and false positives per label (default 5)")
+    _add_model(evaluate)
+
+    rollback = sub.add_parser("rollback", help="put back the model the last promotion replaced (run again to undo)")
+    rollback.add_argument("--model", metavar="DIR",
+                          help="the promoted model directory (default: $CLASSIFIER_MODEL or models/default); "
+                               "its previous model is models/previous, or DIR-previous for other names")
+
+    serve = sub.add_parser("serve", help="a local web page where moderators review and decide requests (needs the serve extra)")
+    serve.add_argument("log", metavar="LOG", help="message log (JSONL/CSV) with request_id, sender, sent_at, text")
+    serve.add_argument("--decisions", default="decisions.jsonl", metavar="FILE",
+                       help="decisions file (JSONL) to read and append to (default decisions.jsonl)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 for any free port)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1); any other needs --token")
+    serve.add_argument("--token", help="secret every request must carry (?token= once, then a cookie)")
+    _add_model(serve)
     return parser, sub
 
 
@@ -98,9 +198,13 @@ def _score(args):
     if args.jobs < 1:
         raise batch.BatchError(f"--jobs must be at least 1, got {args.jobs}")
     if args.dask:
-        from .dask import score_files
-
+        try:
+            from .dask import score_files
+        except ImportError as e:
+            raise batch.BatchError(str(e)) from None
         return score_files(args)
+    if args.scheduler:
+        raise batch.BatchError("--scheduler needs --dask")
     batch.check_inputs(args.inputs)
     fmt = args.format or ("csv" if (args.output or "").lower().endswith(".csv") else "jsonl")
     stream = batch.open_output(args.output)
@@ -154,4 +258,38 @@ def _review(args):
     return 0
 
 
-_COMMANDS = {"score": _score, "review": _review}
+def _evaluate(args):
+    import json
+
+    from .evaluate import evaluate, format_evaluation
+    from .model import load
+
+    if args.worst < 0:
+        raise DataError(f"--worst must be 0 or more, got {args.worst}")
+    result = evaluate(args.inputs, load(args.model), worst=args.worst)
+    print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else format_evaluation(result))
+    return 0
+
+
+def _rollback(args):
+    from .compare import PromotionError, rollback, rollback_summary
+
+    try:
+        print(rollback_summary(rollback(args.model)))
+    except PromotionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+
+def _serve(args):
+    try:
+        from .serve import serve
+    except ImportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return serve(args.log, args.decisions, host=args.host, port=args.port, token=args.token, model=args.model)
+
+
+_COMMANDS = {"score": _score, "review": _review, "evaluate": _evaluate, "rollback": _rollback, "serve": _serve}
