@@ -412,7 +412,7 @@ def _run_parallel(rows, emit, model_path, jobs, text_field, id_field, chunk_size
             try:
                 emit(future.result())
             except BrokenProcessPool:
-                pool.shutdown(wait=False, cancel_futures=True)
+                _discard(pool)
                 pool = new_pool()
                 retry = [chunk] + [c for c, _ in pending]
                 pending.clear()
@@ -422,7 +422,19 @@ def _run_parallel(rows, emit, model_path, jobs, text_field, id_field, chunk_size
                         emit(pool.submit(_score_in_worker, c, text_field, id_field).result())
                     except BrokenProcessPool:
                         emit(_died(c, text_field, id_field))
-                        pool.shutdown(wait=False, cancel_futures=True)
+                        _discard(pool)
                         pool = new_pool()
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _discard(pool):
+    """Shut down a broken pool without waiting on its survivors.
+
+    A worker that dies abruptly can leave a queue lock taken, and the
+    survivors then block on it forever, hanging the interpreter at exit
+    (CPython gh-94777, fixed in 3.12): kill them first.
+    """
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)

@@ -5,13 +5,13 @@ import sys
 import pytest
 
 import classifier
-from conftest import ROOT, SEED_QUOTES, read_jsonl, write_jsonl
+from conftest import ROOT, SEED_QUOTES, SEED_QUOTES_MISSED, read_jsonl, write_jsonl
 
 # The seed article's case: a request approved, then denied; the client pushes on.
 SEED_CONVERSATION = [
     {"id": 1, "sender": "worker", "text": "サービス外連絡申請が否認になっているようです。こちらでやり取りさせてください。"},
-    {"id": 2, "sender": "client", "text": "仮払いしたので、作業はこちらのチャットアプリでお願いします。IDは cw_client_01 です"},
-    *({"id": i + 3, "sender": "client", "text": q} for i, q in enumerate(SEED_QUOTES)),
+    {"id": 2, "sender": "client", "text": "仮払いが済んだので、ここからは別のチャットアプリで連絡しましょう。IDは cw_client_01 です"},
+    *({"id": i + 3, "sender": "client", "text": q} for i, q in enumerate([*SEED_QUOTES_MISSED, *SEED_QUOTES])),
 ]
 
 STICKER_JOB = [
@@ -27,7 +27,7 @@ def test_seed_conversation_is_denied_with_both_reasons(model):
     assert [x["code"] for x in r["reasons"]] == ["off_platform", "peer_pressure"]
     assert all(x["message"] for x in r["reasons"])
     assert r["evidence"] and r["evidence"][0]["flagged"]
-    assert r["scores"]["peer_pressure"]["flagged"] >= 3
+    assert r["scores"]["peer_pressure"]["flagged"] >= len(SEED_QUOTES)
 
 
 def test_sticker_job_is_approved(model):
