@@ -5,7 +5,12 @@
           -> CalibratedLinear (one logistic regression per label, Platt-scaled)
 """
 
+import weakref
+from itertools import chain, repeat
+from typing import NamedTuple
+
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -16,7 +21,8 @@ from sklearn.utils.validation import check_is_fitted
 from .normalize import normalize
 from .tokenize import Tokenizer
 
-__all__ = ["DEFAULT_PARAMS", "Normalizer", "CalibratedLinear", "build_pipeline"]
+__all__ = ["DEFAULT_PARAMS", "Normalizer", "CalibratedLinear", "build_pipeline", "Vectors", "transform_read",
+           "lemma_ids", "char_table", "char_ngrams", "code_points"]
 
 DEFAULT_PARAMS = {
     "word_ngram_max": 2,
@@ -138,6 +144,166 @@ def _group_folds(y, groups, n_splits, seed):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         return list(StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed).split(y, y, groups))
+
+
+class Vectors(NamedTuple):
+    """What :func:`transform_read` made of a batch of texts."""
+
+    #: The union's output, one row per text.
+    X: object
+    #: Each vectorizer's rows (words, chars), CSR with sorted indices.
+    parts: list
+    #: Per text, the feature number of each lemma n-gram (-1: not in the
+    #: vocabulary), n by n, each by position; None if the words were not read.
+    word_ids: list
+
+
+def transform_read(union, readings):
+    """The fitted feature union's transform of texts MeCab has already read.
+
+    Equals ``union.transform([r.text for r in readings])`` bit for bit: the
+    same counts, weighted by the vectorizers' own TF-IDF step. What it saves
+    is the vectorizers' per-text Python (each asked the tokenizer again, and
+    looked n-grams up one string at a time); scoring reads each text once
+    and keeps what it found for the explanations.
+
+    Parameters
+    ----------
+    union : FeatureUnion
+        The fitted ``features`` step of :func:`build_pipeline`; another
+        union is transformed the usual way.
+    readings : list of Reading
+        :meth:`Tokenizer.read` of each normalised text.
+
+    Returns
+    -------
+    Vectors
+    """
+    texts = [r.text for r in readings]
+    parts, word_ids = [], None
+    for _, vec in union.transformer_list:
+        if _is_lemma_vectorizer(vec):
+            word_ids = [lemma_ids(r.lemmas(), vec) for r in readings]
+            counts = _count_matrix(vec, word_ids)
+        elif _is_char_vectorizer(vec):
+            # As sklearn's char analyzer: runs of whitespace are one space.
+            counts = _char_count_matrix(vec, [vec._white_spaces.sub(" ", t) for t in texts])
+        else:
+            parts.append(sp.csr_array(vec.transform(texts)))
+            continue
+        # The vectorizer's own TF-IDF step (private in scikit-learn, whose version is pinned).
+        parts.append(vec._tfidf.transform(counts, copy=False))
+    for part in parts:
+        part.sort_indices()
+    return Vectors(sp.hstack(parts).tocsr(), parts, word_ids)
+
+
+def lemma_ids(lemmas, vec):
+    """The feature number of each lemma n-gram, -1 if not in ``vec``'s vocabulary; n by n, each by position."""
+    lo, hi = vec.ngram_range
+    count = len(lemmas) if hi == 1 else sum(max(len(lemmas) - n + 1, 0) for n in range(lo, hi + 1))
+    return np.fromiter(map(vec.vocabulary_.get, _ngrams(lemmas, vec.ngram_range, " ".join), repeat(-1)),
+                       dtype=np.intp, count=count)
+
+
+def _is_lemma_vectorizer(vec):
+    return (isinstance(vec, TfidfVectorizer) and vec.analyzer == "word" and isinstance(vec.tokenizer, Tokenizer)
+            and vec.preprocessor is _identity and not vec.lowercase and vec.stop_words is None and not vec.binary)
+
+
+def _is_char_vectorizer(vec):
+    return (isinstance(vec, TfidfVectorizer) and vec.analyzer == "char" and vec.preprocessor is _identity
+            and not vec.lowercase and not vec.binary and char_table(vec) is not None)
+
+
+def _ngrams(seq, ngram_range, join):
+    """The n-grams sklearn's analyzers make of a sequence (in another order), as an iterator."""
+    lo, hi = ngram_range
+    if hi == 1:
+        return iter(seq)
+    grams = [seq] if lo == 1 else []
+    for n in range(max(lo, 2), min(hi, len(seq)) + 1):
+        grams.append(map(join, zip(*(seq[k:] for k in range(n)))))
+    return chain.from_iterable(grams)
+
+
+def _count_matrix(vec, ids):
+    """Counts per text of the features numbered ``ids`` (one array per text), as ``CountVectorizer.transform`` has them."""
+    rows = np.repeat(np.arange(len(ids)), [len(i) for i in ids])
+    cols = np.concatenate(ids) if ids else np.zeros(0, dtype=np.intp)
+    known = cols >= 0
+    return _counts(vec, rows[known], cols[known], len(ids))
+
+
+def _counts(vec, rows, cols, n_rows):
+    # Duplicates are summed: the counts, exact in float32 below 2**24.
+    X = sp.csr_array((np.ones(len(rows), dtype=vec.dtype), (rows, cols)), shape=(n_rows, len(vec.vocabulary_)))
+    X.sum_duplicates()
+    X.sort_indices()
+    return X
+
+
+# A character n-gram is a number: its code points, 21 bits each (three fit
+# in 64). Looking numbers up in a sorted array, a batch at a time, costs a
+# fraction of a dict lookup per n-gram string: most of the time went there.
+_BITS = 21
+_CHAR_TABLES = weakref.WeakKeyDictionary()
+
+
+def code_points(text):
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4").astype(np.uint64)
+
+
+def char_table(vec):
+    """A char vectorizer's vocabulary as {n: (sorted n-gram codes, their feature numbers)}; None if n > 3."""
+    vocabulary, table = _CHAR_TABLES.get(vec, (None, None))
+    if vocabulary is not vec.vocabulary_:  # none yet, or the vectorizer was fitted again
+        lo, hi = vec.ngram_range
+        if hi * _BITS > 64:
+            return None
+        grams = list(vec.vocabulary_)
+        ids = np.fromiter(vec.vocabulary_.values(), dtype=np.intp, count=len(grams))
+        sizes = np.fromiter(map(len, grams), dtype=np.intp, count=len(grams))
+        points = code_points("".join(grams))
+        first = np.cumsum(sizes) - sizes
+        table = {}
+        for n in range(lo, hi + 1):
+            at = first[sizes == n]
+            codes = np.zeros(len(at), dtype=np.uint64)
+            for k in range(n):
+                codes = (codes << np.uint64(_BITS)) | points[at + k]
+            order = np.argsort(codes)
+            table[n] = (codes[order], ids[sizes == n][order])
+        _CHAR_TABLES[vec] = (vec.vocabulary_, table)
+    return table
+
+
+def char_ngrams(points, table):
+    """Per n: (position, feature number) of each n-gram of the vocabulary in code points ``points``."""
+    for n, (codes, ids) in table.items():
+        m = len(points) - n + 1
+        if m <= 0 or not len(codes):
+            yield n, np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+            continue
+        code = points[:m].copy()
+        for k in range(1, n):
+            code <<= np.uint64(_BITS)
+            code |= points[k : k + m]
+        at = np.minimum(np.searchsorted(codes, code), len(codes) - 1)
+        hit = np.flatnonzero(codes[at] == code)
+        yield n, hit, ids[at[hit]]
+
+
+def _char_count_matrix(vec, texts):
+    """Counts of the vocabulary's character n-grams per text, as ``CountVectorizer.transform`` builds them."""
+    points = code_points("".join(texts))
+    owner = np.repeat(np.arange(len(texts)), [len(t) for t in texts])
+    rows, cols = [], []
+    for n, at, ids in char_ngrams(points, char_table(vec)):
+        inside = owner[at] == owner[at + n - 1]  # not across two texts
+        rows.append(owner[at[inside]])
+        cols.append(ids[inside])
+    return _counts(vec, np.concatenate(rows), np.concatenate(cols), len(texts))
 
 
 def build_pipeline(params=None, *, random_state=0):

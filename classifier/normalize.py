@@ -59,6 +59,8 @@ def _sub(pattern, repl, norm):
     A replacement of the same length maps character to character; any other
     maps every character it produces to the whole span it replaced.
     """
+    if not _may_match(pattern, norm.text):
+        return norm
     text, starts, ends = norm.text, norm.starts, norm.ends
     out, new_starts, new_ends = [], [], []
     pos = 0
@@ -86,6 +88,128 @@ def _sub(pattern, repl, norm):
     new_starts += starts[pos:]
     new_ends += ends[pos:]
     return Normalized("".join(out), new_starts, new_ends, norm.original)
+
+
+# Most passes cannot match most messages (a Japanese sentence has no "@",
+# no Latin letters), yet each scan of the text cost as much as the rest of
+# the work. So each pattern is read once for a trigger: a set of strings of
+# which every match needs at least one in the text ("@", "at", "あっと"...),
+# chosen to be rare in Japanese; a pass runs only when the text holds one.
+# What the reading cannot vouch for (negated classes, case folding) gives no
+# trigger, and that pass always runs: a skipped pass could not have matched.
+_LARGEST_CLASS = 10_000
+
+
+def _needs(items):
+    """What a match of a parsed pattern needs: (each of these strings, a character of each of these sets, one branch of each of these)."""
+    must, anys, ors = set(), [], []
+    run = ""  # characters matched one after the other: a string the text holds
+    for op, av in items:
+        name, need = str(op), None
+        if name == "LITERAL":
+            run += chr(av)
+            continue
+        if run:
+            must.add(run)
+            run = ""
+        if name == "IN":
+            chars = _class_chars(av)
+            if chars is not None:
+                anys.append(chars)
+        elif name == "BRANCH":
+            ors.append([_needs(branch) for branch in av[1]])
+        elif name == "SUBPATTERN" and not av[1] & re.IGNORECASE:
+            need = _needs(av[3])
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") and av[0] >= 1:
+            need = _needs(av[2])
+        elif name == "ATOMIC_GROUP":
+            need = _needs(av)
+        elif name == "ASSERT":
+            need = _needs(av[1])  # a lookaround that must hold looks at the text too
+        # ANY, NOT_LITERAL, ASSERT_NOT, AT, CATEGORY, GROUPREF...: no needs.
+        if need is not None:
+            must.update(need[0])
+            anys += need[1]
+            ors += need[2]
+    if run:
+        must.add(run)
+    return must, anys, ors
+
+
+def _class_chars(items):
+    chars = set()
+    for op, av in items:
+        name = str(op)
+        if name == "LITERAL":
+            chars.add(chr(av))
+        elif name == "RANGE" and av[1] - av[0] < _LARGEST_CLASS:
+            chars.update(map(chr, range(av[0], av[1] + 1)))
+        else:  # NEGATE, CATEGORY (\s), a huge range
+            return None
+    return frozenset(chars)
+
+
+def _commonness(strings):
+    # Kana and punctuation fill Japanese text, Latin letters and symbols are
+    # rare in it; each further character makes a string rarer still.
+    return sum((4 if "\u3001" <= s[0] <= "\u30ff" else 2 if "\u4e00" <= s[0] <= "\u9fff" or s[0] in _COMMON_ASCII else 1)
+               / 4 ** (len(s) - 1) for s in strings)
+
+
+_COMMON_ASCII = frozenset("0123456789 .,:/-()!?")
+
+
+def _trigger(need):
+    """The rarest-looking set of strings of which each match holds one, or None."""
+    must, anys, ors = need
+    options = [{s} for s in must] + list(anys)
+    for branches in ors:
+        sets = [_trigger(branch) for branch in branches]
+        if None not in sets:
+            options.append(set().union(*sets))
+    return min(options, key=lambda strings: (_commonness(strings), sorted(strings)), default=None)
+
+
+def _trigger_pattern(pattern):
+    if pattern.flags & re.IGNORECASE:
+        return None
+    try:
+        try:
+            from re import _parser as sre_parse  # Python 3.11+
+        except ImportError:  # pragma: no cover
+            import sre_parse
+        strings = _trigger(_needs(sre_parse.parse(pattern.pattern, pattern.flags)))
+    except Exception:  # pragma: no cover - a parser that changed: always run the pass
+        return None
+    if not strings:
+        return None
+    # Single characters as a class of ranges: sre tests a long list of
+    # characters one by one.
+    codes, ranges = sorted(ord(s) for s in strings if len(s) == 1), []
+    for code in codes:
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    branches = sorted(re.escape(s) for s in strings if len(s) > 1)
+    if ranges:
+        branches.append("[" + "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "") for a, b in ranges) + "]")
+    return re.compile("|".join(branches))
+
+
+# pattern's id -> (pattern, trigger regex or None); by id, as hashing a
+# compiled pattern hashes all its code, every time. The contact tools' are
+# their heads (below); the others' are read on first use.
+_TRIGGERS = {}
+
+
+def _may_match(pattern, text):
+    """False when ``pattern`` cannot match ``text``: it holds none of the pattern's trigger."""
+    known = _TRIGGERS.get(id(pattern))
+    if known is None or known[0] is not pattern:
+        known = _TRIGGERS[id(pattern)] = (pattern, _trigger_pattern(pattern))
+    trigger = known[1]
+    return trigger is None or trigger.search(text) is not None
 
 
 # 1. Invisible and unsafe characters. Format characters (category Cf) and
@@ -174,6 +298,65 @@ def _tool_pattern(latin, hiragana, katakana):
 
 _TOOL_PATTERNS = [(name, _tool_pattern(*forms)) for name, *forms in _TOOLS]
 
+
+def _tool_heads(latin, hiragana, katakana):
+    """The heads every match of ``_tool_pattern(...)`` starts with, or None.
+
+    A head is the first two letters of a form with separators allowed
+    between them (らいん, ら い ん and ら・い・ん all start with ら{SEP}*い); a
+    text with no head cannot hold the tool. Each head starts with one
+    character, so that sre can skip to the places where one might begin.
+    """
+    heads = [re.escape(w[0]) + (f"{_SEP}*{re.escape(w[1])}" if len(w) > 1 else "") for w in [*hiragana, *katakana]]
+    for form in latin:
+        slots = _first_two_letters(form)
+        if slots is None:
+            return None
+        heads += [f"{re.escape(c)}{_SEP}*{slots[1]}" for c in sorted(slots[0])]
+    return heads
+
+
+def _first_two_letters(form):
+    """(first letter's characters, second letter as a class) of a Latin form, if it is letters and separators."""
+    try:
+        try:
+            from re import _parser as sre_parse  # Python 3.11+
+        except ImportError:  # pragma: no cover
+            import sre_parse
+        items = list(sre_parse.parse(form))
+        separator = list(sre_parse.parse(_SEP))
+    except Exception:  # pragma: no cover
+        return None
+    letters = []
+    for op, av in items:
+        name = str(op)
+        if name == "LITERAL":
+            letters.append({chr(av)})
+        elif name == "IN" and _class_chars(av):
+            letters.append(_class_chars(av))
+        elif name == "MAX_REPEAT" and letters and list(av[2]) == separator:
+            continue  # separators between letters
+        else:
+            return None
+        if len(letters) == 2:
+            return letters[0], "[" + "".join(re.escape(c) for c in sorted(letters[1])) + "]"
+    return None
+
+
+def _register_tool_heads():
+    every = []
+    for (name, pattern), (_, *forms) in zip(_TOOL_PATTERNS, _TOOLS):
+        heads = _tool_heads(*forms)
+        if heads is None:
+            return None
+        _TRIGGERS[id(pattern)] = (pattern, re.compile("|".join(heads)))
+        every += heads
+    return re.compile("|".join(every))
+
+
+#: Matches where any contact tool's disguise might start; None: always look.
+_ANY_TOOL = _register_tool_heads()
+
 # 5. Single letters or digits split by separators: "a b c 1 2 3", "0.9.0".
 _SPLIT_LETTERS = re.compile(
     rf"(?<![a-z0-9])[a-z0-9](?:{_SEP}+[a-z0-9](?![a-z0-9])){{3,}}"
@@ -216,6 +399,7 @@ _LINE_ID = re.compile(
 )
 _HANDLE = re.compile(r"(?<![a-z0-9.])@[a-z0-9_][a-z0-9_.]{2,29}(?![a-z0-9_])")
 _PLACEHOLDER = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
+PLACEHOLDER_RE = _PLACEHOLDER
 
 # 7. Whitespace.
 _SPACES = re.compile(r" {2,}| (?=\n)|(?<=\n) ")
@@ -275,8 +459,9 @@ def normalize(text):
         norm = _head_and_tail(norm)
     if _HAS_FOLDABLE.search(norm.text):
         norm = Normalized(norm.text.translate(_FOLD), norm.starts, norm.ends, text)
-    for name, pattern in _TOOL_PATTERNS:
-        norm = _sub(pattern, name, norm)
+    if _ANY_TOOL is None or _ANY_TOOL.search(norm.text):
+        for name, pattern in _TOOL_PATTERNS:
+            norm = _sub(pattern, name, norm)
     norm = _sub(_SPLIT_LETTERS, lambda m: _SEP_RE.sub("", m.group()), norm)
     norm = _sub(_KANJI_NUMBER, lambda m: m.group().translate(_KANJI_TO_DIGIT), norm)
     norm = _sub(_KANA_NUMBER, lambda m: _KANA_DIGIT_RE.sub(lambda d: _KANA_DIGITS[d.group()], m.group()), norm)
