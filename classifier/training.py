@@ -6,6 +6,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -102,10 +103,7 @@ def train(data, out, *, seed=0, feedback=None, force=False, grid=None, progress=
     groups = _writer_groups(rows)
     groups = np.concatenate([groups, groups[[i for i, _, _ in variants]]]) if variants else groups
     original = np.arange(len(aug_texts)) < len(texts)
-    aug_counts = {}
-    for _, names, _ in variants:
-        for name in names:
-            aug_counts[name] = aug_counts.get(name, 0) + 1
+    aug_counts = _count(name for _, names, _ in variants for name in names)
     _progress(f"augmented with {len(variants)} disguised variants", progress)
 
     best, search, oof = _search(aug_texts, aug_Y, groups, original, grid or GRID, seed, folds, progress)
@@ -185,10 +183,7 @@ def _write(pipeline, manifest, out):
 
 
 def _count(items):
-    counts = {}
-    for item in items:
-        counts[item] = counts.get(item, 0) + 1
-    return dict(sorted(counts.items()))
+    return dict(sorted(Counter(items).items()))
 
 
 def _writer_groups(rows):
