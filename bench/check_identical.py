@@ -11,12 +11,16 @@ before the short cuts:
   match needs, against every pass run;
 * ``Tokenizer``: MeCab's output read by one regex, against fugashi's nodes
   and ``feature.lemma``, token by token (surface, lemma, offsets);
-* ``Model.predict_proba``: each text read once, n-grams counted as numbers,
-  against ``model.pipeline.predict_proba`` (scikit-learn's vectorizers),
+* the feature rows: each text read once, n-grams counted as numbers, against
+  the fitted feature union's own ``transform`` (scikit-learn's vectorizers),
+  every stored value equal; and ``Model.predict_proba`` against the pipeline's
+  (with, for a text longer than ``WINDOW``, the maximum over its windows),
   ``np.array_equal``;
 * ``Model.score`` and ``Model.explain``: the evidence of a whole batch weighed
-  in one array, against the per-text loop (``weight[a:b] += ...``), with the
-  span weights unrounded, so that every bit of every character's weight counts;
+  in one array and its runs found with arrays, against the per-text loop
+  (``weight[a:b] += ...``, then character by character), with the span
+  weights unrounded, so that every bit of every character's weight counts
+  (the spans are then cut and widened by the model's own rules, ``_spans``);
 * the same once more with the character tables switched off (the path for
   character n-grams longer than three).
 
@@ -125,7 +129,7 @@ def tokens_by_node(tokenizer, text):
 
 
 def explain_by_loop(model, text, labels):
-    """Model.explain as it was: one text, scikit-learn's transforms, a loop of slices."""
+    """Model.explain as it was: one text, scikit-learn's transforms, a loop of slices (today's span rules)."""
     norm = normalize(text)
     if not norm.text:
         return []
@@ -142,7 +146,7 @@ def explain_by_loop(model, text, labels):
         weight = np.zeros(len(norm.text))
         spread(weight, word_occurrences(tokens, words), rows[0], coef[:n_words])
         spread(weight, char_occurrences(norm.text, chars), rows[1], coef[n_words:])
-        spans += spans_of(norm, weight, label)
+        spans += model_module._spans(norm, weight, 0, runs_of(weight), label)
     spans.sort(key=lambda s: -s["weight"])
     return spans
 
@@ -177,12 +181,13 @@ def spread(weight, occurrences, values, coef):
             weight[a:b] += contribution / counts[j] / (b - a)
 
 
-def spans_of(norm, weight, label):
+def runs_of(weight):
+    """The runs of characters that become spans, found character by character."""
     top = weight.max() if len(weight) else 0.0
     if top <= 0:
         return []
     hot = weight >= 0.25 * top
-    spans, i, n = [], 0, len(weight)
+    runs, i, n = [], 0, len(weight)
     while i < n:
         if not hot[i]:
             i += 1
@@ -190,15 +195,21 @@ def spans_of(norm, weight, label):
         j = i
         while j < n and (hot[j] or (j + 1 < n and hot[j + 1])):
             j += 1
-        start, end = norm.span(i, j)
-        span = {"label": label, "start": start, "end": end, "text": norm.original[start:end],
-                "weight": float(weight[i:j].sum())}
-        if norm.text[i:j] != span["text"]:
-            span["normalized"] = norm.text[i:j]
-        spans.append(span)
+        runs.append((i, j))
         i = j
-    spans.sort(key=lambda s: -s["weight"])
-    return spans[: model_module.MAX_SPANS]
+    return runs
+
+
+def proba_by_pipeline(model, text):
+    """Model.predict_proba of one text the plain way: the pipeline, and windows of a long text."""
+    probs = model.pipeline.predict_proba([text])[0]
+    norm = normalize(text).text
+    if len(norm) > model_module.WINDOW:
+        from classifier.tokenize import _pieces
+
+        windows = [norm[a:b] for a, b in _pieces(norm, 0, len(norm), model_module.WINDOW)]
+        probs = np.maximum(probs, model._clf.predict_proba(model._union.transform(windows)).max(axis=0))
+    return probs
 
 
 # --- the checks ---------------------------------------------------------------------
@@ -224,7 +235,19 @@ def check_tokens(model, texts):
 def check_scores(model, texts, batch=256):
     for i in range(0, len(texts), batch):
         chunk = texts[i : i + batch]
-        fast, plain = model.predict_proba(chunk), model.pipeline.predict_proba(chunk)
+        norms = [normalize(t).text for t in chunk]
+        fast = features.transform_read(model._union, [model._tokenizer.read(n) for n in norms]).X.tocsr()
+        plain = model._union.transform(norms).tocsr()
+        fast.sort_indices(), plain.sort_indices()
+        for k in range(len(chunk)):
+            a, b = slice(fast.indptr[k], fast.indptr[k + 1]), slice(plain.indptr[k], plain.indptr[k + 1])
+            if not (np.array_equal(fast.indices[a], plain.indices[b]) and np.array_equal(fast.data[a], plain.data[b])):
+                fail("feature rows", chunk[k])
+        fast = model.predict_proba(chunk)
+        plain = model.pipeline.predict_proba(chunk)
+        long = [k for k, n in enumerate(norms) if len(n) > model_module.WINDOW]
+        for k in long:
+            plain[k] = proba_by_pipeline(model, chunk[k])
         if not np.array_equal(fast, plain):
             k = int(np.argmax(np.abs(fast - plain).max(axis=1)))
             fail("predict_proba", chunk[k], f"{fast[k]} vs {plain[k]}")
