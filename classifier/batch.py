@@ -4,14 +4,24 @@ Reading yields one :class:`Row` per input row, good or bad; scoring turns a
 list of rows into output records (one each, in order); writing puts records
 out as JSONL or CSV. The local command and the Dask path share
 :func:`score_rows`.
+
+Hostile input is an error row, never a crash: a lone surrogate (``"\\ud800"``)
+is scored (normalisation drops it) and written escaped; JSON nested deeper
+than :data:`MAX_DEPTH` levels, NaN texts, CSV records with an unclosed quote
+are reported with their line numbers and reading goes on. Output files are
+written whole or not at all (:func:`open_output`).
 """
 
+import codecs
+import contextlib
 import csv
+import ctypes
 import gzip
 import io
 import json
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -20,24 +30,43 @@ import zlib
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from .model import LABELS, load
+from .fsutil import atomic_file, same_file
+from .labels import LABELS
 from .normalize import MAX_CHARS
 
-__all__ = ["Row", "read_rows", "read_stream", "score_rows", "Writer", "Summary", "run_batch", "open_output", "BatchError"]
+__all__ = ["Row", "read_rows", "read_stream", "score_rows", "Writer", "Summary", "run_batch", "open_output",
+           "check_inputs", "check_output", "output_format", "exit_status", "to_json_line", "Stopped", "BatchError"]
 
 #: Rows handed to a worker at once.
 CHUNK = 256
 #: Texts longer than this are scored but reported: normalisation keeps their head and tail only.
 LONG_TEXT = MAX_CHARS
+#: JSON lines nested deeper than this are error rows (Python's parser would overflow its stack near 1,000).
+MAX_DEPTH = 100
+#: A CSV record spanning more physical lines than this is taken for an unclosed quote.
+MAX_RECORD_LINES = 10_000
+#: Bytes of a CSV input looked at to decide between UTF-8 and CP932 when no encoding is given.
+SNIFF_BYTES = 1 << 20
+#: Encoding tried for a CSV input that is not UTF-8 (Japanese Excel's "CSV").
+FALLBACK_ENCODING = "cp932"
+#: Cell starts a spreadsheet reads as a formula; CSV output prefixes them with ``'``.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 csv.field_size_limit(sys.maxsize)
 
 
-class BatchError(Exception):
-    """An invocation that cannot run: missing input, unwritable output."""
+from .errors import BatchError  # noqa: E402  (re-exported: callers import it from here)
+
+
+class Stopped(Exception):
+    """A signal stopped the run.
+
+    The command raises it inside the output's ``with`` block, so that the
+    output is kept as ``.partial`` and the previous one stays in place.
+    """
 
 
 @dataclass
@@ -67,34 +96,76 @@ def _format_of(path, default="jsonl"):
     return default
 
 
-def check_inputs(paths):
-    """Refuse missing or unreadable inputs before any work starts."""
+def _codec(encoding):
+    """The codec's canonical name (``"utf-8"``, ``"cp932"``), or None for the default."""
+    if encoding is None:
+        return None
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError:
+        raise BatchError(f"--encoding {encoding}: unknown encoding") from None
+
+
+def check_inputs(paths, *, input_format=None, encoding=None):
+    """Refuse missing or unreadable inputs, an unknown encoding, or a CSV header that cannot be used, before any work.
+
+    Raises
+    ------
+    BatchError
+        Naming the input and what is wrong with it.
+    """
+    codec = _codec(encoding)
     for path in paths:
-        if path != "-" and not os.path.isfile(path):
+        if path == "-":
+            continue
+        if not os.path.isfile(path):
             raise BatchError(f"input {path}: no such file")
-        if path != "-" and not os.access(path, os.R_OK):
+        if not os.access(path, os.R_OK):
             raise BatchError(f"input {path}: not readable")
+        fmt = input_format or _format_of(path)
+        _check_jsonl_codec(path, fmt, codec)
+        if fmt == "csv":
+            # The header is checked now so that a duplicated column fails before any output is written.
+            with _open_binary(path) as f, contextlib.closing(read_stream(f, str(path), input_format="csv",
+                                                                         encoding=encoding)) as rows:
+                next(rows, None)
 
 
-def read_rows(paths, *, input_format=None, stats=None):
+def _check_jsonl_codec(name, fmt, codec):
+    # JSONL is split on the byte \n, which UTF-16 and UTF-32 spread over several bytes.
+    if fmt != "csv" and codec and "\n".encode(codec) != b"\n":
+        raise BatchError(f"input {name}: --encoding {codec} cannot be read as JSONL (lines are split on the byte \\n)")
+
+
+def read_rows(paths, *, input_format=None, encoding=None, stats=None):
     """Rows of JSONL/CSV logs (``.gz`` too, ``-`` for standard input).
 
     Never raises for bad content: a line that is not JSON, not an object,
-    not UTF-8, or a truncated gzip becomes a :class:`Row` with ``error``.
+    not in the encoding, nested too deep, a CSV record with an unclosed
+    quote, or a truncated gzip becomes a :class:`Row` with ``error``.
     Blank lines are not rows; they are counted in ``stats["blank"]``.
+
+    Raises
+    ------
+    BatchError
+        For an unusable input, not a bad row (the command's exit status 2):
+        a CSV header that names a column twice (a guess at which one holds
+        the text could score the wrong one) or cannot be parsed, an unknown
+        encoding, or one that JSONL cannot be split in. Raised before the
+        file's first row.
     """
     stats = stats if stats is not None else {}
     for path in paths or ["-"]:
         name = "<stdin>" if path == "-" else str(path)
         f = _open_binary(path)
         try:
-            yield from read_stream(f, name, input_format=input_format, stats=stats)
+            yield from read_stream(f, name, input_format=input_format, encoding=encoding, stats=stats)
         finally:
             if f is not sys.stdin.buffer:
                 f.close()
 
 
-def read_stream(f, name, *, input_format=None, stats=None):
+def read_stream(f, name, *, input_format=None, encoding=None, stats=None):
     """Rows of one open binary stream, read as :func:`read_rows` reads a file.
 
     The local command and the Dask path (one file per partition) both read
@@ -107,35 +178,73 @@ def read_stream(f, name, *, input_format=None, stats=None):
     name : str
         The file's name: it picks the format (``.csv`` or JSONL, ``.gz``
         ignored) unless ``input_format`` is given, and it appears in errors.
+    encoding : str, optional
+        Default UTF-8 (a BOM is skipped); for CSV without an encoding,
+        CP932 when the first megabyte is not UTF-8 but is CP932. The one
+        used goes into ``stats["encodings"][name]``.
     """
     stats = stats if stats is not None else {}
     stats.setdefault("blank", 0)
+    stats.setdefault("encodings", {})
     fmt = input_format or _format_of(name)
+    codec = _codec(encoding)
+    _check_jsonl_codec(name, fmt, codec)
     try:
-        reader = _read_csv if fmt == "csv" else _read_jsonl
-        yield from reader(f, name, stats)
+        if fmt == "csv":
+            yield from _read_csv(f, name, stats, codec)
+        else:
+            stats["encodings"][name] = codec or "utf-8"
+            yield from _read_jsonl(f, name, stats, codec or "utf-8")
     except (EOFError, OSError, zlib.error) as e:
         # A truncated or corrupt .gz: the rows before it are out already.
         yield Row(line=0, error=f"{name}: input ends early or is corrupt ({e}); rows after this point are lost", source=name)
 
 
-def _read_jsonl(f, name, stats):
+def _encoding_label(codec):
+    return "UTF-8" if codec == "utf-8" else codec
+
+
+# Strings removed before counting brackets: a bracket inside a string is text, not nesting.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _too_deep(line):
+    """True when the JSON text ``line`` nests more than :data:`MAX_DEPTH` levels (checked before parsing)."""
+    if line.count("[") + line.count("{") <= MAX_DEPTH:  # the common case: too few brackets to matter
+        return False
+    depth = 0
+    for m in _BRACKET.finditer(_JSON_STRING.sub("", line)):
+        depth += 1 if m.group() in "[{" else -1
+        if depth > MAX_DEPTH:
+            return True
+    return False
+
+
+def _read_jsonl(f, name, stats, codec):
     # Split on b"\n" only: U+2028 or a lone \r inside a JSON string is not a row break.
     for n, raw in enumerate(f, 1):
-        if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        if n == 1 and codec == "utf-8" and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]
         try:
-            line = raw.decode("utf-8")
+            line = raw.decode(codec)
         except UnicodeDecodeError as e:
-            yield Row(n, error=f"line {n} is not valid UTF-8 (byte {e.start}: {e.reason})", source=name)
+            yield Row(n, error=f"line {n} is not valid {_encoding_label(codec)} (byte {e.start}: {e.reason})", source=name)
             continue
         if not line.strip():
             stats["blank"] += 1
+            continue
+        deep = f"line {n} is JSON nested more than {MAX_DEPTH} levels deep"
+        if _too_deep(line):
+            yield Row(n, error=deep, source=name)
             continue
         try:
             # strict=False: a raw control character (\r, a tab) inside a string
             # is common in exported logs and harmless; the text is still one row.
             obj = json.loads(line, strict=False)
+        except RecursionError:  # not expected after _too_deep; kept so that no line can stop the run
+            yield Row(n, error=deep, source=name)
+            continue
         except ValueError as e:
             yield Row(n, error=f"line {n} is not JSON: {e}", source=name)
             continue
@@ -145,25 +254,144 @@ def _read_jsonl(f, name, stats):
         yield Row(n, record=obj, source=name)
 
 
-def _read_csv(f, name, stats):
-    text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")
-    reader = csv.DictReader(text)
-    n = 0
+class _Joined(io.RawIOBase):
+    """Bytes already read (to sniff the encoding) followed by the rest of the stream."""
+
+    def __init__(self, head, rest):
+        self.head, self.rest = io.BytesIO(head), rest
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        n = self.head.readinto(b)
+        if n:
+            return n
+        data = self.rest.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+
+def _decodes(data, codec):
     try:
-        for record in reader:
-            n += 1
-            bad = [k for k, v in record.items() if isinstance(v, str) and _has_escaped_bytes(v)]
-            if bad:
-                yield Row(reader.line_num, error=f"row {n} (line {reader.line_num}) is not valid UTF-8 in {bad[0]!r}", source=name)
-                continue
-            if None in record:
-                extra = record.pop(None)
-                record["_extra_fields"] = extra
-            yield Row(reader.line_num, record=record, source=name)
-    except csv.Error as e:
-        yield Row(reader.line_num, error=f"CSV error at line {reader.line_num}: {e}; rows after it are lost", source=name)
+        codecs.getincrementaldecoder(codec)().decode(data, final=False)  # a character cut at the end is fine
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _sniff(f):
+    """``(codec, stream)``: UTF-8 unless the first megabyte is not UTF-8 but is CP932; the stream starts afresh."""
+    head = f.read(SNIFF_BYTES)
+    codec = FALLBACK_ENCODING if not _decodes(head, "utf-8") and _decodes(head, FALLBACK_ENCODING) else "utf-8"
+    return codec, io.BufferedReader(_Joined(head, f))
+
+
+class _RunAway(Exception):
+    """A CSV record that has gone on for :data:`MAX_RECORD_LINES` lines: a quote that is never closed."""
+
+
+class _Lines:
+    """The physical lines of a CSV text, numbered, holding the current record's lines.
+
+    When a record turns out to be malformed (an unclosed quote swallows the
+    lines after it), :meth:`skip_record` drops its first line and hands the
+    others out again, so reading resumes at the next line.
+    """
+
+    def __init__(self, text):
+        self.text = text
+        self.read = 0
+        self.held = []
+        self.again = deque()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if len(self.held) >= MAX_RECORD_LINES:
+            raise _RunAway(f"a quoted field is still open after {MAX_RECORD_LINES} lines")
+        if self.again:
+            item = self.again.popleft()
+        else:
+            item = (self.read + 1, next(self.text))
+            self.read += 1
+        self.held.append(item)
+        return item[1]
+
+    def take(self):
+        """First line number of the record just read; its lines are let go."""
+        first = self.held[0][0] if self.held else self.read
+        self.held = []
+        return first
+
+    def skip_record(self):
+        """``(first, last)`` line numbers of the bad record; its second line on is read again."""
+        if not self.held:
+            return self.read, self.read
+        first, last = self.held[0][0], self.held[-1][0]
+        self.again.extendleft(reversed(self.held[1:]))
+        self.held = []
+        return first, last
+
+
+def _read_csv(f, name, stats, codec):
+    detected = codec is None
+    if detected:
+        codec, f = _sniff(f)
+    stats["encodings"][name] = codec if codec == "utf-8" or not detected else f"{codec} (not UTF-8)"
+    # utf-8-sig: a BOM (Excel's "CSV UTF-8") is not part of the first column's name.
+    text = io.TextIOWrapper(f, encoding="utf-8-sig" if codec == "utf-8" else codec, errors="surrogateescape",
+                            newline="")
+    try:
+        yield from _csv_rows(_Lines(text), name, stats, codec)
     finally:
         text.detach()
+
+
+def _csv_rows(lines, name, stats, codec):
+    # strict: an unclosed quote at the end of the file, or a character after a
+    # closing quote, is an error to report, not a field to guess.
+    reader = csv.reader(lines, strict=True)
+    header = None
+    n = 0
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except (csv.Error, _RunAway) as e:
+            first, last = lines.skip_record()
+            if header is None:
+                raise BatchError(f"input {name}: the CSV header (line {first}) cannot be read: {e}") from None
+            why = "a quoted field is not closed" if "unexpected end of data" in str(e) else str(e)
+            where = f"line {first}" if first == last else f"lines {first}-{last}"
+            yield Row(first, error=f"CSV error in the record at {where}: {why}; the record is skipped "
+                                   f"and reading resumes at line {first + 1}", source=name)
+            continue
+        line = lines.take()
+        if not fields:
+            stats["blank"] += 1
+            continue
+        if header is None:
+            header = fields
+            twice = sorted({c for c in header if c and header.count(c) > 1})
+            if twice:
+                raise BatchError(f"input {name}: the CSV header names column {twice[0]!r} more than once; "
+                                 "rename or remove one of them")
+            continue
+        n += 1
+        bad = [c for c, v in zip(header, fields) if _has_escaped_bytes(v)]
+        if bad or any(_has_escaped_bytes(v) for v in fields[len(header):]):
+            where = repr(bad[0]) if bad else "an extra field"
+            yield Row(line, error=f"row {n} (line {line}) is not valid {_encoding_label(codec)} in {where}", source=name)
+            continue
+        record = dict(zip(header, fields))
+        for column in header[len(fields):]:
+            record.setdefault(column, None)  # a short row: as csv.DictReader, missing fields are null
+        if len(fields) > len(header):
+            record["_extra_fields"] = fields[len(header):]
+        yield Row(line, record=record, source=name)
 
 
 def _has_escaped_bytes(s):
@@ -221,7 +449,7 @@ class Summary:
         self.read = self.scored = self.errors = 0
         self.flagged = {label: 0 for label in LABELS}
         self.started = time.monotonic()
-        self.stats = {"blank": 0}
+        self.stats = {"blank": 0, "encodings": {}}
 
     def add(self, records):
         for rec in records:
@@ -241,6 +469,7 @@ class Summary:
             "rows_with_errors": self.errors,
             "flagged": dict(self.flagged),
             "blank_lines_skipped": self.stats["blank"],
+            "encodings": dict(self.stats.get("encodings", {})),
             "seconds": round(seconds, 2),
             "messages_per_second": round(self.read / seconds, 1) if seconds > 0 else None,
         }
@@ -250,31 +479,185 @@ class Summary:
         flagged = ", ".join(f"{k} {v}" for k, v in d["flagged"].items())
         return (f"rows read {d['rows_read']}, scored {d['rows_scored']}, with errors {d['rows_with_errors']}; "
                 f"flagged: {flagged}; blank lines skipped {d['blank_lines_skipped']}; "
-                f"{d['messages_per_second']} messages/s")
+                f"{d['messages_per_second']} messages/s" + encoding_note(self.stats))
 
 
-def open_output(path):
-    """Open the output for writing now, so an unwritable path fails before any work."""
+def encoding_note(stats):
+    """``"; encoding utf-8"``, or the encoding of each input when they differ or one was detected."""
+    used = stats.get("encodings") or {}
+    if not used:
+        return ""
+    kinds = set(used.values())
+    if len(kinds) == 1 and "(" not in next(iter(kinds)):
+        return f"; encoding {next(iter(kinds))}"
+    return "; encodings: " + ", ".join(f"{name} {enc}" for name, enc in used.items())
+
+
+def exit_status(errors, *, allow_errors=False, max_errors=None):
+    """The batch commands' exit status for a run that finished.
+
+    Parameters
+    ----------
+    errors : int
+        Rows (or, for ``review``, messages) with an error.
+    allow_errors : bool
+        Any number of errors is tolerated.
+    max_errors : int, optional
+        Up to this many errors are tolerated.
+
+    Returns
+    -------
+    int
+        0 when no row failed or the failures are tolerated, else 1.
+    """
+    if errors == 0 or allow_errors or (max_errors is not None and errors <= max_errors):
+        return 0
+    return 1
+
+
+def errors_note(errors, status):
+    """The end of the summary line when rows failed: why the status is what it is."""
+    if not errors:
+        return ""
+    if status:
+        return "; exit status 1 for the rows with errors (accept them with --allow-errors or --max-errors N)"
+    return "; rows with errors accepted"
+
+
+def check_tolerance(max_errors):
+    """Refuse a negative ``--max-errors``."""
+    if max_errors is not None and max_errors < 0:
+        raise BatchError(f"--max-errors must be 0 or more, got {max_errors}")
+
+
+def partial_note(output):
+    """Where a run that did not finish left its rows (empty for standard output)."""
+    if output in (None, "-"):
+        return ""
+    return f"{output} is unchanged and the rows written are in {output}.partial; "
+
+
+def output_failed(output, error):
+    """The :class:`BatchError` for an output that could not be written (a full disk, a vanished directory)."""
+    where = "standard output" if output in (None, "-") else output
+    note = partial_note(output).rstrip("; ")
+    return BatchError(f"writing {where}: {error.strerror or error}" + (f"; {note}" if note else ""))
+
+
+def output_format(path):
+    """``"csv"`` when ``path`` ends in ``.csv`` or ``.csv.gz``, else ``"jsonl"`` (standard output too)."""
+    return "jsonl" if path in (None, "-") else _format_of(path)
+
+
+def check_output(path, inputs=()):
+    """Refuse an output that is one of the inputs, or that cannot be created, before any work.
+
+    Raises
+    ------
+    BatchError
+        Naming the output and what is wrong with it.
+    """
     if path in (None, "-"):
-        return sys.stdout
+        return
+    for name in inputs:
+        if name != "-" and same_file(name, path):
+            raise BatchError(f"output {path} is the input {name}: writing it would erase the input; "
+                             "give another output file")
+    if os.path.isdir(path):
+        raise BatchError(f"output {path}: is a directory")
+    if os.path.exists(path) and not os.path.isfile(path):
+        return  # /dev/stdout, a named pipe: written in place
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise BatchError(f"output {path}: no such directory {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BatchError(f"output {path}: the directory {folder} is not writable")
+
+
+@contextlib.contextmanager
+def open_output(path):
+    """A text stream for the output, whole or not at all.
+
+    Standard output (``path`` None or ``-``) is streamed as the rows come. A
+    file is written beside its final name and renamed over it when the
+    ``with`` block ends normally (:func:`classifier.fsutil.atomic_file`); on
+    an exception the previous file is untouched and what was written is kept
+    as ``path.partial``. A name ending in ``.gz`` is gzip-compressed.
+
+    Raises
+    ------
+    BatchError
+        If the file cannot be created.
+    """
+    if path in (None, "-"):
+        yield sys.stdout
+        return
+    if os.path.exists(path) and not os.path.isfile(path):
+        with open(path, "w", encoding="utf-8", newline="") as f:  # a device or a pipe cannot be renamed over
+            yield f
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            f = stack.enter_context(atomic_file(path, "wb"))
+        except OSError as e:
+            raise BatchError(f"output {path}: {e.strerror or e}") from None
+        if str(path).lower().endswith(".gz"):
+            # mtime=0 and the final name: the same rows give the same bytes, and no temporary name inside.
+            f = stack.enter_context(gzip.GzipFile(Path(path).name.removesuffix(".gz"), "wb", fileobj=f, mtime=0))
+        stream = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        stack.callback(stream.detach)  # flushes; the file itself is closed by gzip/atomic_file in turn
+        yield stream
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _finite(value):
+    """``value`` with NaN and infinities (which JSON has no words for) as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _json(value):
+    """Valid JSON text in any encoding: no bare NaN, lone surrogates written as ``\\udXXX`` escapes."""
     try:
-        return open(path, "w", encoding="utf-8", newline="")
-    except OSError as e:
-        raise BatchError(f"output {path}: {e.strerror}") from None
+        text = json.dumps(value, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:  # a NaN or an infinity somewhere in the row
+        text = json.dumps(_finite(value), ensure_ascii=False, default=str, allow_nan=False)
+    # A lone surrogate (from a "\ud800" escape in the input) cannot be encoded as UTF-8; escaped, it round-trips.
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def to_json_line(record):
     """One JSON line; U+2028/U+2029 escaped so no line-splitter breaks the row."""
-    line = json.dumps(record, ensure_ascii=False, default=str)
-    return line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n"
+    return _json(record).replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n"
+
+
+#: Score output's CSV columns: these first, then the input's fields, then these.
+SCORE_FRONT = ("id", *LABELS, "flagged", "error")
+SCORE_BACK = ("evidence",)
 
 
 class Writer:
-    """Writes output records as JSONL or CSV, one whole line per write."""
+    """Writes output records as JSONL or CSV, one whole line per write.
 
-    def __init__(self, stream, fmt="jsonl"):
+    CSV starts with a BOM (so that Excel reads it as UTF-8), and with
+    ``csv_escape`` a text cell starting with ``= + - @``, a tab or a carriage
+    return gets a leading ``'`` so that a spreadsheet shows it instead of
+    running it as a formula. Columns come from the first records: ``front``,
+    the other fields, ``back``, then ``_extra`` (fields first seen later, as JSON).
+    """
+
+    def __init__(self, stream, fmt="jsonl", *, csv_escape=True, front=SCORE_FRONT, back=SCORE_BACK):
         self.stream = stream
         self.fmt = fmt
+        self.csv_escape = csv_escape
+        self.front, self.back = list(front), list(back)
         self.columns = None
 
     def write(self, records):
@@ -290,35 +673,70 @@ class Writer:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         if self.columns is None:
-            # Columns come from the first rows; fields first seen later go to _extra as JSON.
             keys = []
             for rec in records:
                 keys += [k for k in rec if k not in keys]
-            front = ["id", *LABELS, "flagged", "error"]
-            self.columns = front + [k for k in keys if k not in front and k != "evidence"] + ["evidence", "_extra"]
+            middle = [k for k in keys if k not in self.front and k not in self.back]
+            self.columns = self.front + middle + self.back + ["_extra"]
+            buf.write("\ufeff")
             writer.writerow(self.columns)
         for rec in records:
             extra = {k: v for k, v in rec.items() if k not in self.columns}
-            rec = {**rec, "_extra": json.dumps(extra, ensure_ascii=False, default=str) if extra else ""}
-            writer.writerow([_cell(rec.get(c, "")) for c in self.columns])
+            rec = {**rec, "_extra": _json(extra) if extra else ""}
+            writer.writerow([self._cell(rec.get(c, "")) for c in self.columns])
         self.stream.write(buf.getvalue())
 
-
-def _cell(value):
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, ensure_ascii=False, default=str)
-    return value
+    def _cell(self, value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return ""
+        if isinstance(value, (list, dict)):
+            return _json(value)
+        if isinstance(value, str):
+            value = _SURROGATE.sub("\ufffd", value)  # CSV has no escapes: a lone surrogate becomes U+FFFD
+            if self.csv_escape and value.startswith(FORMULA_STARTS):
+                value = "'" + value
+        return value
 
 
 # --- parallel scoring -------------------------------------------------------
 
 _worker_model = None
 
+#: Linux prctl option: a signal for this process when its parent dies.
+_PR_SET_PDEATHSIG = 1
 
-def _init_worker(model_path):
+
+def _init_worker(model_path, parent=None):
     global _worker_model
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None:
+        _die_with_parent(parent)
+    from .model import load
+
     _worker_model = load(model_path)
+
+
+def _die_with_parent(parent):
+    """End this worker when process ``parent`` ends, however it ends.
+
+    A worker whose parent was killed with SIGKILL would otherwise wait on
+    its task pipe forever (its siblings keep the pipe open).
+    """
+    # Forked workers inherit the parent's SIGTERM handler, which raises in code that does not expect it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+    # Elsewhere (and as a backstop): a thread that notices being re-parented.
+    threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
+
+
+def _watch_parent(parent):
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 def _score_in_worker(rows, text_field, id_field):
@@ -378,6 +796,8 @@ def run_batch(rows, writer, summary, *, model=None, model_path=None, jobs=1, tex
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
     try:
         if jobs <= 1:
+            from .model import load
+
             model = model or load(model_path)
             for chunk in _chunks(rows, chunk_size):
                 emit(score_rows(model, chunk, text_field=text_field, id_field=id_field))
@@ -393,7 +813,7 @@ def run_batch(rows, writer, summary, *, model=None, model_path=None, jobs=1, tex
 
 def _run_parallel(rows, emit, model_path, jobs, text_field, id_field, chunk_size):
     def new_pool():
-        return ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(model_path,))
+        return ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(model_path, os.getpid()))
 
     pool = new_pool()
     pending = deque()

@@ -113,8 +113,7 @@ def _score_pandas(pdf, text_field, model_path):
     out = pdf.assign(**{label: column([r.get(label) for r in records], "float64") for label in LABELS})
     return out.assign(
         flagged=column([",".join(r["flagged"]) if "flagged" in r else None for r in records], pd.StringDtype()),
-        evidence=column([json.dumps(r["evidence"], ensure_ascii=False) if "evidence" in r else None for r in records],
-                        pd.StringDtype()),
+        evidence=column([batch._json(r["evidence"]) if "evidence" in r else None for r in records], pd.StringDtype()),
         error=column([r.get("error") for r in records], pd.StringDtype()),
     )
 
@@ -123,7 +122,7 @@ def _score_pandas(pdf, text_field, model_path):
 
 
 def score_logs(inputs, output, *, client, model_path=None, input_format=None, output_format="jsonl",
-               text_field="text", id_field="id", only_flagged=False, summary=None):
+               text_field="text", id_field="id", only_flagged=False, summary=None, encoding=None, csv_escape=True):
     """Score log files on a Dask cluster: one partition and one output file per input file.
 
     Output file ``i`` is named ``{i:05d}-{input name}.jsonl`` (or ``.csv``), so
@@ -140,8 +139,8 @@ def score_logs(inputs, output, *, client, model_path=None, input_format=None, ou
     output : str
         A folder, new or empty, that the workers can write to.
     client : distributed.Client
-    model_path, input_format, text_field, id_field, only_flagged
-        As for the local command.
+    model_path, input_format, text_field, id_field, only_flagged, encoding, csv_escape
+        As for the local command (``--encoding``, ``--no-csv-escape``).
     output_format : {"jsonl", "csv"}
     summary : classifier.batch.Summary, optional
         Gains the counts of every partition written (the command prints its line).
@@ -156,14 +155,15 @@ def score_logs(inputs, output, *, client, model_path=None, input_format=None, ou
     Raises
     ------
     BatchError
-        If an input is missing or the output folder is not empty.
+        If an input is missing, its CSV header unusable, or the output folder not empty.
     """
-    sources = _expand(inputs)
+    sources = _expand(inputs, input_format=input_format, encoding=encoding)
     out_fs, root = _output_folder(output)
     width = max(5, len(str(len(sources) - 1)))
     names = [f"{i:0{width}d}-{_stem(name)}.{output_format}" for i, (name, _) in enumerate(sources)]
     options = dict(model_path=_model_arg(model_path), input_format=input_format, output_format=output_format,
-                   text_field=text_field, id_field=id_field, only_flagged=only_flagged)
+                   text_field=text_field, id_field=id_field, only_flagged=only_flagged, encoding=encoding,
+                   csv_escape=csv_escape)
     run = uuid.uuid4().hex[:8]
     futures = [client.submit(_score_file, name, source, out_fs, posixpath.join(root, out), **options,
                              key=f"classifier-score-{run}-{i}", pure=False)
@@ -189,7 +189,7 @@ def score_logs(inputs, output, *, client, model_path=None, input_format=None, ou
 
 
 def _score_file(name, source, out_fs, out_path, *, model_path, input_format, output_format, text_field, id_field,
-                only_flagged):
+                only_flagged, encoding=None, csv_escape=True):
     """On a worker: one input file in, one output file out; its counts back."""
     model = _model(model_path)
     summary = batch.Summary()
@@ -197,9 +197,9 @@ def _score_file(name, source, out_fs, out_path, *, model_path, input_format, out
     # starts afresh, and no one sees half a file under the final name.
     tmp = f"{out_path}.{uuid.uuid4().hex}.tmp"
     with source as f, out_fs.open(tmp, "w", encoding="utf-8", newline="") as stream:
-        rows = batch.read_stream(f, name, input_format=input_format, stats=summary.stats)
-        batch.run_batch(rows, batch.Writer(stream, output_format), summary, model=model, text_field=text_field,
-                        id_field=id_field, only_flagged=only_flagged)
+        rows = batch.read_stream(f, name, input_format=input_format, encoding=encoding, stats=summary.stats)
+        batch.run_batch(rows, batch.Writer(stream, output_format, csv_escape=csv_escape), summary, model=model,
+                        text_field=text_field, id_field=id_field, only_flagged=only_flagged)
     out_fs.mv(tmp, out_path)
     return {"input": name, "output": posixpath.basename(out_path), **summary.as_dict()}
 
@@ -211,9 +211,10 @@ def _add_counts(summary, part):
     summary.stats["blank"] += part["blank_lines_skipped"]
     for label, n in part["flagged"].items():
         summary.flagged[label] += n
+    summary.stats.setdefault("encodings", {}).update(part.get("encodings", {}))
 
 
-def _expand(inputs):
+def _expand(inputs, *, input_format=None, encoding=None):
     """``(name, OpenFile)`` per input file, in order, globs sorted.
 
     Local names stay as given (relative ones too, as a shell expands them),
@@ -228,7 +229,7 @@ def _expand(inputs):
         magic = any(c in pattern for c in "*?[")
         if split_protocol(pattern)[0] is None:
             names = sorted(glob.glob(pattern)) if magic else [pattern]
-            batch.check_inputs(names)
+            batch.check_inputs(names, input_format=input_format, encoding=encoding)
             fs, paths = fsspec.filesystem("file"), [os.path.abspath(n) for n in names]
         else:
             try:
@@ -292,11 +293,16 @@ def _client(scheduler):
 
 
 def score_files(args):
-    """``python -m classifier score --dask``: score, print the summary line, return the exit status."""
+    """``python -m classifier score --dask``: score, print the summary line, return the exit status.
+
+    The exit status is the local command's: 0, or 1 when rows have errors
+    (unless tolerated by ``--allow-errors``/``--max-errors``) or a partition
+    could not be written.
+    """
     if args.jobs != 1:
         raise batch.BatchError("--jobs is for local scoring; with --dask the cluster's workers do the work")
     # Quick to get wrong, slow to find out after a cluster has started: check first.
-    _expand(args.inputs)
+    _expand(args.inputs, input_format=args.input_format, encoding=args.encoding)
     load(args.model)  # a clear message here, not a failure on every worker
     _output_folder(args.output)
     with _client(args.scheduler) as client:
@@ -307,7 +313,7 @@ def score_files(args):
             result = score_logs(args.inputs, args.output, client=client, model_path=args.model,
                                 input_format=args.input_format, output_format=args.format or "jsonl",
                                 text_field=args.text_field, id_field=args.id_field, only_flagged=args.only_flagged,
-                                summary=summary)
+                                summary=summary, encoding=args.encoding, csv_escape=args.csv_escape)
         except KeyboardInterrupt:
             print(f"interrupted; {args.output} holds the partitions finished so far, and no {SUMMARY_FILE}",
                   file=sys.stderr)
@@ -315,5 +321,8 @@ def score_files(args):
         # Printed before the cluster shuts down, which takes a while and is not scoring.
         for failure in result["failed"]:
             print(f"error: {failure['input']}: not scored: {failure['error']}", file=sys.stderr)
-        print(f"{len(result['partitions'])} files written to {args.output}; {summary.line()}", file=sys.stderr)
-    return 1 if result["failed"] else 0
+        status = batch.exit_status(summary.errors, allow_errors=args.allow_errors, max_errors=args.max_errors)
+        print(f"{len(result['partitions'])} files written to {args.output}; {summary.line()}"
+              + batch.errors_note(summary.errors, status), file=sys.stderr)
+    # A partition that could not be written is never tolerated: its rows are missing, not reported.
+    return 1 if result["failed"] else status
