@@ -3,26 +3,39 @@
 >>> import classifier
 >>> classifier.score("LINEのIDを教えてください")["flagged"]
 ['off_platform']
+
+Importing the package is cheap: scikit-learn, MeCab and the model are loaded
+on first use.
 """
 
-from .model import LABELS, Model, load
-from .persist import ModelLoadError, ModelVersionWarning
+from importlib import import_module
 
-__all__ = ["LABELS", "Model", "ModelLoadError", "ModelVersionWarning", "load", "score", "review"]
+from .errors import BatchError, ClassifierError, DataError, ModelLoadError, ModelVersionWarning
 
-_default = None
+__version__ = "0.2.0"
+
+__all__ = ["LABELS", "Model", "ClassifierError", "ModelLoadError", "ModelVersionWarning", "DataError", "BatchError",
+           "load", "score", "review", "__version__"]
+
+from .labels import LABELS
+
+_LAZY = {"Model": ".model", "load": ".model"}
 
 
-def _default_model():
-    global _default
-    if _default is None:
-        _default = load()
-    return _default
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def score(text_or_texts):
-    """Score a text or a list of texts with the default model, loaded once."""
-    return _default_model().score(text_or_texts)
+def score(text_or_texts, *, evidence=True):
+    """Score a text or a list of texts with the default model, loaded once per process.
+
+    See :meth:`classifier.Model.score`.
+    """
+    from .model import default_model
+
+    return default_model().score(text_or_texts, evidence=evidence)
 
 
 def review(messages, approved=False, model=None):
@@ -30,6 +43,7 @@ def review(messages, approved=False, model=None):
 
     See :func:`classifier.recommend.review`.
     """
+    from .model import default_model
     from .recommend import review as _review
 
-    return _review(messages, approved=approved, model=model or _default_model())
+    return _review(messages, approved=approved, model=model or default_model())

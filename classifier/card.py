@@ -1,6 +1,6 @@
 """MODEL_CARD.md: the manifest, for a person."""
 
-from .model import LABELS
+from .labels import LABELS
 
 __all__ = ["model_card"]
 
@@ -39,11 +39,16 @@ def _feedback_section(f):
     return parts
 
 
+def _param(p, key):
+    value = p[key]
+    return f"{value[0]}–{value[1]}" if isinstance(value, list) else value
+
+
 def model_card(manifest):
     """Render a model card in Markdown from a training manifest."""
     m = manifest
     p = m["params"]
-    best = next((s for s in m["search"] if s.get("chosen")), None)
+    op = m["operating_point"]
     parts = [
         "# Model card",
         "",
@@ -53,37 +58,41 @@ def model_card(manifest):
         "",
         "## Pipeline",
         "",
-        "Normalisation (NFKC, invisible characters removed, disguised contact tools and handles mapped to one form, "
-        "see `classifier/normalize.py`) → TF-IDF over UniDic lemma n-grams "
-        f"(1–{p['word_ngram_max']}, fugashi + unidic-lite) and over character n-grams of the normalised text "
-        f"({p['char_ngram_min']}–{p['char_ngram_max']}, which carry the surface forms) → one logistic regression per label "
-        f"(C={p['C']}, class_weight={p['class_weight']}) with Platt scaling fitted on out-of-fold decision values.",
+        "One scikit-learn `Pipeline`, which is what scores: `read` (normalisation: NFKC, invisible characters removed, "
+        "disguised contact tools and handles mapped to one form, see `classifier/normalize.py`; then MeCab with "
+        "unidic-lite, once) → `features` (TF-IDF over UniDic lemma n-grams "
+        f"1–{p['features__word_ngram_max']} and over character n-grams {_param(p, 'features__char_ngram_range')} of the "
+        "normalised text) → `clf` (per label, "
+        f"`CalibratedClassifierCV(LogisticRegression(C={p['clf__C']}, class_weight={p['clf__class_weight']}), "
+        "method='sigmoid', ensemble=False)`).",
         "",
         "## Why these hyper-parameters",
         "",
-        f"Chosen by {m['cv']['folds']}-fold stratified group cross-validation. The groups are the writers: each written "
-        "slice (one writer's brief) sits wholly in one fold, so every fold is scored on writers the model did not learn from, "
-        "as the independent evaluation sets are; a message's disguised variants stay with it, and only original messages "
-        "are scored. The score is average precision (threshold-free), averaged over both labels; the chosen configuration is "
-        "the simplest (smallest C, then fewest character n-grams) whose fold mean lies within one standard error of the "
-        "best: the scores are nearly flat across the grid, and looser fits mostly learn the writers' style, which then "
-        "flags everyday chat.",
+        f"`GridSearchCV` on {m['cv']['folds']} stratified group folds. The groups are the writers: each written "
+        "slice (one writer's brief) sits wholly in one fold, so every fold is scored on writers the model did not learn from; "
+        "a message's disguised variants stay with it, and only original messages are scored. The score is average precision "
+        "averaged over both labels (the search fits uncalibrated regressions: a monotone calibration changes no average "
+        "precision). `refit` is the one-standard-error rule: the simplest candidate (smallest C, then fewest character "
+        "n-grams, then balanced weights) within one standard error of the best.",
         "",
-        "| char n-grams | C | class_weight | AP off_platform | AP peer_pressure | fold mean ± SE |",
-        "|---|---|---|---|---|---|",
+        "| C | char n-grams | class_weight | mean AP ± SE |",
+        "|---|---|---|---|",
     ]
     for s in m["search"]:
-        mark = " **(chosen)**" if s is best else ""
-        parts.append(
-            f"| {s['char'][0]}–{s['char'][1]} | {s['C']} | {s['class_weight']} | {s['average_precision']['off_platform']} | "
-            f"{s['average_precision']['peer_pressure']} | {s.get('fold_mean', '-')} ± {s.get('fold_se', '-')}{mark} |"
-        )
+        mark = " **(chosen)**" if s.get("chosen") else ""
+        parts.append(f"| {s['clf__C']} | {_param(s, 'features__char_ngram_range')} | {s['clf__class_weight']} | "
+                     f"{s['mean_average_precision']} ± {s['fold_se']}{mark} |")
+    cv_real = m["cv"]["real_chat"]
     parts += [
         "",
-        "## Thresholds",
+        "## Operating point",
         "",
-        "Each label's threshold is the one with the highest cross-validated recall at precision ≥ 0.95. "
-        "The review band's lower edge is the highest probability at which cross-validated recall still reaches 0.99.",
+        "Chosen on the shipped pipeline's own out-of-fold probabilities (`cross_val_predict` of the chosen, calibrated "
+        "pipeline on the same writer-grouped folds), so a threshold means on the shipped scorer what this card says. "
+        f"Each label is flagged from the lowest probability at which out-of-fold precision is at least {op['target_precision']} "
+        f"**and** at most {op['real_chat_rate']:.1%} of the real everyday chat trained on is flagged (out of fold): the "
+        "written corpus is mostly hard negatives, a real message stream mostly easy ones, and both must hold. "
+        f"The review band starts where out-of-fold recall reaches {op['review_recall']}.",
         "",
         "| label | threshold | review band from |",
         "|---|---|---|",
@@ -91,23 +100,32 @@ def model_card(manifest):
     for label in LABELS:
         parts.append(f"| {label} | {m['thresholds'][label]:.4f} | {m['review_lower'][label]:.4f} |")
     parts += [f"- {note}" for note in m["cv"]["notes"]]
-    parts += ["", "## Cross-validated scores (at the thresholds)", "", _metrics_table(m["cv"]["metrics"])]
+    parts += ["", "## Cross-validated scores (out of fold, at the thresholds)", "", _metrics_table(m["cv"]["metrics"]),
+              "", f"Real everyday chat in training, out of fold: {cv_real['flagged']} of {cv_real['rows']} flagged."]
     if "test" in m:
-        parts += ["", f"## Test split (`{m['test']['file']}`, never used for any choice)", "", _metrics_table(m["test"]["metrics"])]
+        parts += ["", f"## Test part of the written corpus ({m['test']['rows']} messages, never used for any choice)", "",
+                  _metrics_table(m["test"]["metrics"])]
+    for name, e in m.get("eval", {}).items():
+        parts += ["", f"## Independent set `data/eval/{name}` ({e['rows']} messages by a writer who never saw the "
+                  "training slices; never trained on)", "", _metrics_table(e["metrics"])]
     if "real_chat" in m:
         parts += ["", "## Real everyday chat never trained on (share flagged; all are benign)", ""]
         parts += [f"- `{name}`: {r['flagged']} of {r['rows']} flagged ({r['rate']:.2%}); {r.get('review_band', '-')} more in the review band"
                   for name, r in m["real_chat"].items()]
+    if m.get("conversation_rule"):
+        from .conversation import rule_card
+
+        parts += ["", *rule_card(m["conversation_rule"])]
     a = m["augmentation"]
     parts += [
         "",
         "## Data",
         "",
-        f"Positives: " + ", ".join(f"{k} {v}" for k, v in m["data"]["label_counts"].items()) + ". Rows by source: "
+        "Positives: " + ", ".join(f"{k} {v}" for k, v in m["data"]["label_counts"].items()) + ". Rows by source: "
         + ", ".join(f"{k} {v}" for k, v in m["data"]["sources"].items()) + ".",
         "",
         f"Augmentation (seed {a['seed']}): {a['variants']} disguised variants of training messages added, by transform: "
-        + ", ".join(f"{k} {v}" for k, v in sorted(a["by_transform"].items())) + ". They never enter the test split.",
+        + ", ".join(f"{k} {v}" for k, v in sorted(a["by_transform"].items())) + ". They never enter a test part.",
     ]
     if m.get("feedback"):
         parts += _feedback_section(m["feedback"])
@@ -116,10 +134,10 @@ def model_card(manifest):
         "## Limits",
         "",
         "- Trained on messages written for this project and real benign chat; it has not seen real scam logs.",
-        "- It reads one message at a time: pressure spread over several messages is seen only message by message.",
+        "- It reads one message at a time; the conversation rule (README, Review) weighs a request's messages together.",
         "- Texts longer than 100,000 characters after normalisation are scored on their head and tail.",
         "",
-        f"Libraries: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
+        "Libraries: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
         "",
     ]
     return "\n".join(parts)

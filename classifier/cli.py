@@ -1,4 +1,12 @@
-"""Command line: python -m classifier {score,review,evaluate,rollback,serve}, and train.py."""
+"""Command line: ``python -m classifier`` (also installed as ``crowd-scam-classifier``).
+
+Commands: train, score, review, evaluate, rollback, serve, data check.
+``train.py`` is ``python -m classifier train``.
+
+Exit status: 0 success; 1 some rows failed (batch commands) or a promotion
+was refused; 2 an unusable invocation (bad arguments, unreadable input or
+model, bad data); 130 interrupted.
+"""
 
 import argparse
 import sys
@@ -6,8 +14,8 @@ import sys
 from .data import DataError
 
 
-def _train_parser():
-    parser = argparse.ArgumentParser(prog="train.py", description="Train a model on labelled messages (LABELING.md format).")
+def _train_parser(prog="train.py"):
+    parser = argparse.ArgumentParser(prog=prog, description="Train a model on labelled messages (LABELING.md format).")
     parser.add_argument("--data", action="append", required=True, metavar="PATH",
                         help="labelled JSONL/CSV file, or a directory (its train/ folder); repeatable")
     parser.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
@@ -18,7 +26,7 @@ def _train_parser():
     from .compare import TOLERANCE
 
     mod = parser.add_argument_group(
-        "compare and promote", "Score one held-out set (the test.jsonl of each --data directory, plus --eval files) with the new "
+        "compare and promote", "Score one held-out set (the test part of each corpus --data directory, plus --eval files) with the new "
         "model and an old one, and write COMPARISON.md and comparison.json into --out. Feedback never trains on held-out messages.")
     mod.add_argument("--compare", metavar="DIR", help="the model to compare with, e.g. models/default")
     mod.add_argument("--eval", action="append", metavar="FILE", help="labelled JSONL/CSV file added to the held-out set; repeatable")
@@ -35,16 +43,16 @@ def _train_parser():
     return parser
 
 
-def train_main(argv=None):
-    parser = _train_parser()
+def train_main(argv=None, prog="train.py"):
+    parser = _train_parser(prog)
     args = parser.parse_args(argv)
-    from .persist import ModelLoadError
+    from .errors import ClassifierError
     from .training import train
 
     try:
         plan = _moderation_plan(parser, args)
         manifest = train(args.data, args.out, seed=args.seed, feedback=plan["feedback"], force=args.force, progress=not args.quiet)
-    except (DataError, FileExistsError, ModelLoadError) as e:
+    except (ClassifierError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(_summary(manifest))
@@ -78,7 +86,7 @@ def _moderation_plan(parser, args):
     heldout = test_split(args.data, args.eval or ())
     if baseline:
         if not heldout:
-            raise DataError("--compare needs a held-out set: a --data directory with a test.jsonl, or --eval FILE")
+            raise DataError("--compare needs a held-out set: a corpus --data directory (its test part), or --eval FILE")
         load(baseline)
     if args.log and not Path(args.log).is_file():
         raise DataError(f"--log {args.log}: no such file (expected a JSONL/CSV message log with request ids)")
@@ -90,7 +98,7 @@ def _moderation_plan(parser, args):
 def _compare_and_promote(args, plan):
     from .compare import (PromotionError, PromotionRefused, compare, comparison_summary, promote, promotion_summary,
                           write_comparison)
-    from .persist import ModelLoadError
+    from .errors import ModelLoadError
 
     try:
         comparison = None
@@ -127,12 +135,37 @@ def _add_model(parser):
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="python -m classifier", description="Score messages for off-platform solicitation and peer pressure.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from . import __version__
 
-    score = sub.add_parser("score", help="score message logs (JSONL/CSV, .gz, - for stdin)")
+    parser = argparse.ArgumentParser(prog="python -m classifier", description="Score messages for off-platform solicitation and peer pressure.",
+                                     epilog="Exit status: 0 success; 1 some rows failed or a promotion was refused; "
+                                            "2 unusable invocation; 130 interrupted.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("train", help="train a model (python -m classifier train --help)", add_help=False)
+    sub.add_parser("data", help="check a corpus directory: data check data/", add_help=False)
+
+    batch_epilog = """\
+exit status:
+  0    every row scored (or the rows with errors were accepted with --allow-errors
+       or --max-errors)
+  1    some rows failed: the summary line on standard error counts them; each has
+       an "error" field in the output
+  2    unusable invocation: bad arguments, unreadable input, a CSV header naming a
+       column twice, an output that is an input, an unusable model, an output
+       that could not be written (OUTPUT is left as it was)
+  130  interrupted (SIGINT/SIGTERM)
+
+A failed or interrupted run leaves OUTPUT as it was and what was written in
+OUTPUT.partial. CSV output starts with a BOM (UTF-8 for Excel); text cells
+starting with = + - @, a tab or a carriage return get a leading ' unless
+--no-csv-escape."""
+    score = sub.add_parser("score", help="score message logs (JSONL/CSV, .gz, - for stdin)",
+                           formatter_class=argparse.RawDescriptionHelpFormatter, epilog=batch_epilog)
     score.add_argument("inputs", nargs="*", metavar="INPUT", help="JSONL or CSV files; none or - for standard input")
-    score.add_argument("-o", "--output", metavar="OUTPUT", help="output file (default: standard output)")
+    score.add_argument("-o", "--output", metavar="OUTPUT",
+                       help="output file, written whole at the end (default: standard output, streamed); "
+                            ".csv for CSV, .gz for gzip")
     score.add_argument("--format", choices=("jsonl", "csv"), help="output format (default: by OUTPUT's extension, else jsonl)")
     score.add_argument("--input-format", choices=("jsonl", "csv"), help="input format when the extension does not tell (stdin)")
     score.add_argument("--text-field", default="text")
@@ -143,17 +176,29 @@ def _parser():
     score.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address (default: a LocalCluster)")
     _add_model(score)
 
-    review = sub.add_parser("review", help="recommend approve/review/deny per off-service contact request")
+    review = sub.add_parser("review", help="recommend approve/review/deny per off-service contact request",
+                            formatter_class=argparse.RawDescriptionHelpFormatter, epilog=batch_epilog)
     review.add_argument("inputs", nargs="+", metavar="INPUT")
     review.add_argument("--group-field", default="request_id")
     review.add_argument("--approved-field", default="approved")
     review.add_argument("--text-field", default="text")
-    review.add_argument("-o", "--output", metavar="OUTPUT")
+    review.add_argument("-o", "--output", metavar="OUTPUT",
+                        help="output file, written whole at the end (default: standard output); .csv for CSV "
+                             "(nested fields as JSON text), .gz for gzip")
+    review.add_argument("--format", choices=("jsonl", "csv"), help="output format (default: by OUTPUT's extension, else jsonl)")
     _add_model(review)
+    for batch_command in (score, review):
+        batch_command.add_argument("--encoding", metavar="NAME",
+                                   help="encoding of the inputs (default utf-8; a CSV input that is not UTF-8 is read "
+                                        "as cp932, and the summary says so)")
+        batch_command.add_argument("--allow-errors", action="store_true", help="exit status 0 even when rows have errors")
+        batch_command.add_argument("--max-errors", type=int, metavar="N", help="exit status 0 when at most N rows have errors")
+        batch_command.add_argument("--no-csv-escape", dest="csv_escape", action="store_false",
+                                   help="write CSV cells as they are, even those a spreadsheet would run as a formula")
 
     evaluate = sub.add_parser("evaluate", help="score labelled files: figures per label at the model's thresholds, and the worst errors")
     evaluate.add_argument("inputs", nargs="+", metavar="DATA",
-                          help="labelled JSONL/CSV file (LABELING.md format), or a corpus directory (its test.jsonl)")
+                          help="labelled JSONL/CSV file (LABELING.md format), or a corpus directory (its test part)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     evaluate.add_argument("--worst", type=int, default=5, metavar="N", help="worst false negatives and false positives per label (default 5)")
     _add_model(evaluate)
@@ -176,14 +221,24 @@ def _parser():
 
 def main(argv=None):
     """Entry point of ``python -m classifier``; returns the exit status."""
-    from . import batch
-    from .persist import ModelLoadError
+    from .errors import ClassifierError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # train and data have parsers of their own; they are listed in --help below.
+    if argv[:1] == ["train"]:
+        return train_main(argv[1:], prog="python -m classifier train")
+    if argv[:1] == ["data"]:
+        from .data import main as data_main
+
+        return data_main(argv[1:])
     parser, _ = _parser()
     args = parser.parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except (batch.BatchError, ModelLoadError, DataError, FileExistsError) as e:
+    except ClassifierError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except FileExistsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:
@@ -197,6 +252,7 @@ def _score(args):
 
     if args.jobs < 1:
         raise batch.BatchError(f"--jobs must be at least 1, got {args.jobs}")
+    batch.check_tolerance(args.max_errors)
     if args.dask:
         try:
             from .dask import score_files
@@ -205,9 +261,9 @@ def _score(args):
         return score_files(args)
     if args.scheduler:
         raise batch.BatchError("--scheduler needs --dask")
-    batch.check_inputs(args.inputs)
-    fmt = args.format or ("csv" if (args.output or "").lower().endswith(".csv") else "jsonl")
-    stream = batch.open_output(args.output)
+    batch.check_inputs(args.inputs, input_format=args.input_format, encoding=args.encoding)
+    batch.check_output(args.output, args.inputs)
+    fmt = args.format or batch.output_format(args.output)
     model_path = args.model
     from .model import load
 
@@ -215,47 +271,71 @@ def _score(args):
     if args.jobs > 1:
         load(model_path)  # fail here, with a clear message, not in every worker
     summary = batch.Summary()
-    rows = batch.read_rows(args.inputs, input_format=args.input_format, stats=summary.stats)
+    rows = batch.read_rows(args.inputs, input_format=args.input_format, encoding=args.encoding, stats=summary.stats)
     from tqdm import tqdm
 
-    with tqdm(unit=" rows", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
-        stopped = batch.run_batch(rows, batch.Writer(stream, fmt), summary, model=model, model_path=model_path,
-                                  jobs=args.jobs, text_field=args.text_field, id_field=args.id_field,
-                                  only_flagged=args.only_flagged, progress=bar)
-    if stream is not sys.stdout:
-        stream.close()
-    print(("interrupted by " + stopped + "; " if stopped else "") + batch.Summary.line(summary), file=sys.stderr)
-    return 130 if stopped else 0
+    try:
+        with batch.open_output(args.output) as stream, \
+                tqdm(unit=" rows", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
+            stopped = batch.run_batch(rows, batch.Writer(stream, fmt, csv_escape=args.csv_escape), summary, model=model,
+                                      model_path=model_path, jobs=args.jobs, text_field=args.text_field,
+                                      id_field=args.id_field, only_flagged=args.only_flagged, progress=bar)
+            if stopped:
+                raise batch.Stopped(stopped)  # inside the block: the output is kept as .partial, not put in place
+    except batch.Stopped as e:
+        print(f"interrupted by {e}; {batch.partial_note(args.output)}{summary.line()}", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if isinstance(e, BrokenPipeError):
+            raise
+        # A full disk, a vanished directory: the summary still says how far the run got.
+        print(summary.line(), file=sys.stderr)
+        raise batch.output_failed(args.output, e) from None
+    status = batch.exit_status(summary.errors, allow_errors=args.allow_errors, max_errors=args.max_errors)
+    print(summary.line() + batch.errors_note(summary.errors, status), file=sys.stderr)
+    return status
 
 
 def _review(args):
-    import json
-
     from . import batch
     from .model import load
     from .recommend import group_requests, review
 
-    batch.check_inputs(args.inputs)
-    stream = batch.open_output(args.output)
+    batch.check_tolerance(args.max_errors)
+    batch.check_inputs(args.inputs, encoding=args.encoding)
+    batch.check_output(args.output, args.inputs)
+    fmt = args.format or batch.output_format(args.output)
     model = load(args.model)
     stats = {}
-    groups, orphans = group_requests(batch.read_rows(args.inputs, stats=stats), group_field=args.group_field,
-                                     approved_field=args.approved_field, text_field=args.text_field)
     counts = {"approve": 0, "review": 0, "deny": 0}
-    for request_id, group in groups.items():
-        result = review(group["messages"], approved=group["approved"], model=model)
-        counts[result["decision"]] += 1
-        out = {args.group_field: request_id, **result, "messages": len(group["messages"])}
-        if group["errors"]:
-            out["errors"] = group["errors"]
-        stream.write(json.dumps(out, ensure_ascii=False, default=str) + "\n")
-    if orphans:
-        stream.write(json.dumps({args.group_field: None, "errors": orphans}, ensure_ascii=False) + "\n")
-    if stream is not sys.stdout:
-        stream.close()
+    try:
+        groups, orphans = group_requests(batch.read_rows(args.inputs, encoding=args.encoding, stats=stats),
+                                         group_field=args.group_field, approved_field=args.approved_field,
+                                         text_field=args.text_field)
+        with batch.open_output(args.output) as stream:
+            writer = batch.Writer(stream, fmt, csv_escape=args.csv_escape, back=("evidence",),
+                                  front=(args.group_field, "decision", "deny_probability", "messages", "reasons", "errors"))
+            for request_id, group in groups.items():
+                result = review(group["messages"], approved=group["approved"], model=model)
+                counts[result["decision"]] += 1
+                out = {args.group_field: request_id, **result, "messages": len(group["messages"])}
+                if group["errors"]:
+                    out["errors"] = group["errors"]
+                writer.write([out])
+            if orphans:
+                writer.write([{args.group_field: None, "errors": orphans}])
+    except KeyboardInterrupt:
+        print(f"interrupted; {batch.partial_note(args.output)}".rstrip("; "), file=sys.stderr)
+        return 130
+    except OSError as e:
+        if isinstance(e, BrokenPipeError):
+            raise
+        raise batch.output_failed(args.output, e) from None
     bad = sum(len(g["errors"]) for g in groups.values()) + len(orphans)
-    print(f"requests {len(groups)}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f"; rows with errors {bad}", file=sys.stderr)
-    return 0
+    status = batch.exit_status(bad, allow_errors=args.allow_errors, max_errors=args.max_errors)
+    print(f"requests {len(groups)}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f"; rows with errors {bad}"
+          + batch.encoding_note(stats) + batch.errors_note(bad, status), file=sys.stderr)
+    return status
 
 
 def _evaluate(args):

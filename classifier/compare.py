@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .data import DataError, load_labelled
+from .errors import ClassifierError
+from .fsutil import _exchange, fsync_dir, recover_dir, replace_dir
 from .evaluate import model_info
 from .model import LABELS, Model, default_model_path, load
 from .normalize import normalize
@@ -37,7 +39,7 @@ MD_ROWS = 50
 PROMOTION_FILE = "PROMOTED.json"
 
 
-class PromotionError(Exception):
+class PromotionError(ClassifierError):
     """A promotion or rollback that cannot be done: a missing model, a stale comparison."""
 
 
@@ -113,11 +115,11 @@ def compare(new, old, heldout, *, log=None, tolerance=TOLERANCE, group_field="re
         For a model that does not load.
     """
     if not heldout:
-        raise DataError("no held-out set to compare on: expected a --data directory with a test.jsonl, or --eval FILE")
+        raise DataError("no held-out set to compare on: expected a corpus --data directory (its test part), or --eval FILE")
     if not 0 <= tolerance < 1:
         raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
     new, old = _as_model(new), _as_model(old)
-    rows, report = load_labelled(heldout)
+    rows, report = load_labelled(heldout, part="evaluation")
     texts = [r["text"] for r in rows]
     p_old, p_new = old.predict_proba(texts), new.predict_proba(texts)
 
@@ -140,7 +142,8 @@ def compare(new, old, heldout, *, log=None, tolerance=TOLERANCE, group_field="re
     result = {
         "new": model_info(new),
         "old": model_info(old),
-        "heldout": {"files": [{"path": str(f), "sha256": sha256(f)} for f in heldout], "rows": len(rows),
+        "heldout": {"files": [{"path": str(f) + ("/ (test part and eval/)" if Path(f).is_dir() else ""),
+                               "sha256": None if Path(f).is_dir() else sha256(f)} for f in heldout], "rows": len(rows),
                     "duplicates": report["duplicates"]},
         "metrics": metrics,
         "gate": {"metric": "f1", "tolerance": tolerance, "passed": not failing, "drops": drops, "failing": failing},
@@ -339,8 +342,9 @@ def promote(src, target=None, *, comparison=None, force=False):
     """Copy a model directory over ``target``, keeping the replaced model at :func:`previous_path`.
 
     The copy is made in a hidden directory beside the target and verified
-    (hash, contents, canaries) before two renames swap it in, so the target
-    is never half-written; between the renames it is briefly absent.
+    (hash, contents, canaries) before one atomic exchange swaps it in
+    (:func:`classifier.fsutil.replace_dir`), so the target is never
+    half-written nor absent.
 
     Parameters
     ----------
@@ -375,6 +379,7 @@ def promote(src, target=None, *, comparison=None, force=False):
     src = Path(src)
     target = Path(target) if target is not None else default_model_path()
     previous = previous_path(target)
+    recover_dir(target)
     if not (src / MANIFEST_FILE).is_file():
         raise PromotionError(f"{src} is not a model directory: no {MANIFEST_FILE}")
     if target.exists() and src.resolve() == target.resolve():
@@ -409,23 +414,8 @@ def promote(src, target=None, *, comparison=None, force=False):
             json.dump(record, f, ensure_ascii=False, indent=2)
             f.write("\n")
         load(tmp)  # a copy that does not verify never replaces anything
-        if target.exists():
-            trash = None
-            if previous.exists():
-                trash = _hidden(previous, "old")
-                os.rename(previous, trash / previous.name)
-            os.rename(target, previous)
-            try:
-                os.rename(tmp, target)
-            except BaseException:
-                os.rename(previous, target)
-                if trash:
-                    os.rename(trash / previous.name, previous)
-                raise
-            if trash:
-                shutil.rmtree(trash)
-        else:
-            os.rename(tmp, target)
+        # One atomic exchange puts the new model in place; the old one then goes to previous.
+        replace_dir(tmp, target, keep=previous)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -459,25 +449,29 @@ def rollback(target=None):
     """
     target = Path(target) if target is not None else default_model_path()
     previous = previous_path(target)
+    recover_dir(target)
     if not previous.exists():
         raise PromotionError(f"no previous model at {previous}: nothing to roll back to")
     restored = load(previous)  # never put back a model that does not load
-    hold = None
-    if target.exists():
-        hold = _hidden(target, "rollback")
-        os.rename(target, hold / target.name)
-    try:
-        os.rename(previous, target)
-    except BaseException:
-        if hold:
-            os.rename(hold / target.name, target)
-            shutil.rmtree(hold, ignore_errors=True)
-        raise
-    if hold:
-        os.rename(hold / target.name, previous)
-        shutil.rmtree(hold)
+    had_target = target.exists()
+    # Exchange the two directories in one step; a crash leaves both in place.
+    if had_target:
+        _swap(previous, target)
+    else:
+        replace_dir(previous, target)
+    hold = had_target
     return {"target": str(target), "restored_from": str(previous), "now_previous": str(previous) if hold else None,
             "restored": {"created": restored.manifest.get("created"), "model_sha256": restored.manifest.get("model_sha256")}}
+
+
+def _swap(a, b):
+    """Exchange two directories: atomically where the file system can, else by renames recover_dir can undo."""
+    if not _exchange(a, b):
+        hold = b.with_name(f".{b.name}.old")
+        os.rename(b, hold)
+        os.rename(a, b)
+        os.rename(hold, a)
+    fsync_dir(b.parent)
 
 
 def promotion_summary(record):

@@ -1,30 +1,94 @@
-"""Labelled data: read and validate it, and check a corpus directory.
+"""Labelled data: read and validate it; the corpus layout and its splits.
 
-    python -m classifier.data check data/
+A corpus directory (``data/``) holds
 
-validates every file, reports exact and near duplicates (the same text after
-normalisation), leaks between the training and test splits, label balance
-and lengths, and exits non-zero on errors.
+- ``written/*.jsonl``: messages written for the project; a hash of each
+  message's normalised text puts 15 % of them in the test part;
+- ``real/*.jsonl``: real benign chat; the same hash puts half of it in the
+  held-out part (the share of everyday messages flagged);
+- ``eval/*.jsonl``: independent evaluation sets, never trained on.
+
+The split is derived here, from the text, every time: it is stored nowhere
+else, and identical or disguise-only variants of a message always land in
+the same part.
+
+    python -m classifier data check data/
+
+validates every file, reports exact and near duplicates, label balance and
+lengths, and exits non-zero on errors.
 """
 
 import argparse
 import csv
+import hashlib
 import json
 import statistics
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from .model import LABELS
+from .errors import DataError
+from .labels import LABELS
 from .normalize import normalize
 
-__all__ = ["DataError", "read_labelled", "expand_paths", "load_labelled", "check_corpus"]
+__all__ = ["DataError", "read_labelled", "expand_paths", "load_labelled", "check_corpus", "jsonl_objects", "is_corpus", "part_of", "PARTS",
+           "TEST_SHARE", "HELDOUT_SHARE"]
 
 csv.field_size_limit(sys.maxsize)
 
+#: Percent of the written messages in the test part.
+TEST_SHARE = 15
+#: Percent of the real chat held out to measure false alarms.
+HELDOUT_SHARE = 50
+#: The parts of a corpus: ``evaluation`` is the test part and the evaluation
+#: sets (labelled messages never trained on); ``holdout`` adds the held-out real chat.
+PARTS = ("train", "test", "heldout", "eval", "evaluation", "holdout")
 
-class DataError(ValueError):
-    """Labelled data that cannot be used: names the file, the line and the reason."""
+
+def is_corpus(path):
+    """A directory in the corpus layout (it has ``written/``)."""
+    return Path(path).is_dir() and (Path(path) / "written").is_dir()
+
+
+def _bucket(norm_text):
+    return int(hashlib.sha256(norm_text.encode("utf-8", "surrogatepass")).hexdigest(), 16) % 100
+
+
+def part_of(kind, norm_text):
+    """The part a corpus row of folder ``kind`` (written, real or eval) belongs to."""
+    if kind == "eval":
+        return "eval"
+    if kind == "real":
+        return "heldout" if _bucket(norm_text) < HELDOUT_SHARE else "train"
+    return "test" if _bucket(norm_text) < TEST_SHARE else "train"
+
+
+def _corpus_rows(directory, part):
+    """The rows of one part of a corpus directory.
+
+    A text found in any held-out part (test, real chat held out, an
+    evaluation set) never trains, even where its own file would put it in
+    training: short stock phrases (よろしくお願いいたします) occur in several
+    files.
+    """
+    directory = Path(directory)
+    rows = []
+    for kind in ("written", "real", "eval"):
+        folder = directory / kind
+        for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+            for row in read_labelled(path):
+                row["_norm"] = normalize(row["text"]).text
+                row["_part"] = part_of(kind, row["_norm"])
+                rows.append(row)
+    held = {r["_norm"] for r in rows if r["_part"] != "train"}
+    for r in rows:
+        if r["_part"] == "train" and r["_norm"] in held:
+            r["_part"] = "shared"
+    if part == "holdout":
+        return [r for r in rows if r["_part"] not in ("train", "shared")]
+    if part == "evaluation":
+        return [r for r in rows if r["_part"] in ("test", "eval")]
+    return [r for r in rows if r["_part"] == part]
 
 
 def _label(value, where, label, from_csv):
@@ -52,6 +116,19 @@ def _record(obj, where, from_csv):
         row[label] = _label(obj.get(label), where, label, from_csv)
     row["_where"] = where
     return row
+
+
+def jsonl_objects(path, encoding="utf-8"):
+    """``(where, object)`` for each non-blank line of a JSONL file; a line that is not JSON is a DataError naming it."""
+    with open(path, encoding=encoding) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                yield where, json.loads(line)
+            except (ValueError, RecursionError) as e:
+                raise DataError(f"{where}: not JSON ({e})") from None
 
 
 def read_labelled(path):
@@ -91,12 +168,14 @@ def read_labelled(path):
 
 
 def expand_paths(paths):
-    """Files for ``--data`` arguments: a directory means its ``train/`` folder
-    when it has one, else the JSONL and CSV files directly in it."""
+    """Files behind ``--data`` arguments: a corpus directory means all its
+    labelled files, another directory the JSONL and CSV files directly in it."""
     files = []
     for p in map(Path, paths):
-        if p.is_dir():
-            folder = p / "train" if (p / "train").is_dir() else p
+        if is_corpus(p):
+            files += sorted(q for kind in ("written", "real", "eval") for q in (p / kind).glob("*.jsonl"))
+        elif p.is_dir():
+            folder = p
             found = sorted(q for q in folder.iterdir() if q.suffix in (".jsonl", ".csv"))
             if not found:
                 raise DataError(f"{folder}: no .jsonl or .csv files")
@@ -108,8 +187,11 @@ def expand_paths(paths):
     return files
 
 
-def load_labelled(paths):
+def load_labelled(paths, part="train"):
     """Read and merge labelled files; drop duplicates, refuse conflicting ones.
+
+    A corpus directory contributes its ``part`` (see :data:`PARTS`); a file
+    or another directory, all its rows.
 
     Returns
     -------
@@ -123,23 +205,27 @@ def load_labelled(paths):
     DataError
         For a bad line, or the same normalised text with different labels.
     """
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     seen = {}
     rows, dropped = [], 0
-    for path in expand_paths(paths):
-        for row in read_labelled(path):
-            key = normalize(row["text"]).text
-            row["_norm"] = key
-            first = seen.get(key)
-            if first is None:
-                seen[key] = row
-                rows.append(row)
-                continue
-            if any(first[k] != row[k] for k in LABELS):
-                raise DataError(
-                    f"{row['_where']}: same text as {first['_where']} with other labels "
-                    f"({_labels(row)} vs {_labels(first)})"
-                )
-            dropped += 1
+    sources = []
+    for p in map(Path, paths):
+        sources += [_corpus_rows(p, part)] if is_corpus(p) else [read_labelled(f) for f in expand_paths([p])]
+    for row in (row for source in sources for row in source):
+        key = row.get("_norm") or normalize(row["text"]).text
+        row["_norm"] = key
+        first = seen.get(key)
+        if first is None:
+            seen[key] = row
+            rows.append(row)
+            continue
+        if any(first[k] != row[k] for k in LABELS):
+            raise DataError(
+                f"{row['_where']}: same text as {first['_where']} with other labels "
+                f"({_labels(row)} vs {_labels(first)})"
+            )
+        dropped += 1
     return rows, {"duplicates": dropped}
 
 
@@ -150,8 +236,8 @@ def _labels(row):
 def check_corpus(directory):
     """Validate a corpus directory; return (report text, list of errors)."""
     directory = Path(directory)
-    # samples/ is a log, not labels; written/ holds the slices train/ and test.jsonl are split from.
-    files = sorted(p for p in directory.rglob("*.jsonl") if not {"samples", "written"} & set(p.relative_to(directory).parts))
+    # samples/ is a log and conversations/ are requests, not labelled messages.
+    files = sorted(p for kind in ("written", "real", "eval") for p in (directory / kind).glob("*.jsonl"))
     errors, lines = [], []
     by_norm = defaultdict(list)
     for path in files:
@@ -160,17 +246,18 @@ def check_corpus(directory):
         except DataError as e:
             errors.append(str(e))
             continue
-        split = "test" if path.name.startswith("test") else "heldout" if "heldout" in path.parts else "train"
+        kind = path.parent.name
         combos = Counter((r["off_platform"], r["peer_pressure"]) for r in rows)
         lengths = [len(r["text"]) for r in rows]
         lines.append(
-            f"{path.relative_to(directory)}: {len(rows)} rows ({split}); "
+            f"{path.relative_to(directory)}: {len(rows)} rows; "
             + ", ".join(f"op={a} pp={b}: {combos[(a, b)]}" for a, b in sorted(combos))
             + f"; length median {statistics.median(lengths):.0f}, min {min(lengths)}, max {max(lengths)}"
         )
         for r in rows:
-            by_norm[normalize(r["text"]).text].append((split, r))
-    exact = near = 0
+            norm = normalize(r["text"]).text
+            by_norm[norm].append((part_of(kind, norm), r))
+    exact = near = shared = 0
     for norm, group in by_norm.items():
         if len(group) < 2:
             continue
@@ -179,17 +266,18 @@ def check_corpus(directory):
         near += len(texts) - 1
         splits = {s for s, _ in group}
         where = ", ".join(r["_where"] for _, r in group[:3])
-        if "test" in splits and splits - {"test"}:
-            errors.append(f"leak between splits: {where}")
+        if "train" in splits and splits - {"train"}:
+            shared += 1  # load_labelled keeps these out of training
         if len({(r["off_platform"], r["peer_pressure"]) for _, r in group}) > 1:
             errors.append(f"conflicting labels for one normalised text: {where}")
-    lines.append(f"duplicates: {exact} exact, {near} near (same text after normalisation)")
+    lines.append(f"duplicates: {exact} exact, {near} near (same text after normalisation); "
+                 f"{shared} texts both in a training file and a held-out part, kept out of training")
     lines += [f"ERROR {e}" for e in errors]
     return "\n".join(lines), errors
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m classifier.data", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m classifier data", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="validate a corpus directory")
     check.add_argument("directory")

@@ -1,6 +1,6 @@
 """Score labelled messages with a model: the figures, the calibration, and the worst errors with their evidence.
 
-    python -m classifier evaluate data/test.jsonl [--model DIR] [--json]
+    python -m classifier evaluate data/ [FILE ...] [--model DIR] [--json]
 
 Everything is measured at the model's stored thresholds, the ones that flag
 messages in production.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataError, load_labelled
+from .data import DataError, is_corpus, load_labelled
 from .model import LABELS, Model, load
 from .persist import sha256
 from .training import metrics_at
@@ -25,35 +25,32 @@ WORST = 5
 
 
 def labelled_files(paths):
-    """Files for ``evaluate DATA``: a file is itself, a directory means its ``test.jsonl``.
+    """Inputs for ``evaluate DATA``: a file is itself, a corpus directory means its test part.
 
     Raises
     ------
     DataError
-        For a missing path, or a directory without a ``test.jsonl``.
+        For a missing path, or a directory that is not a corpus.
     """
     files = []
     for p in map(Path, paths):
-        if p.is_dir():
-            if not (p / "test.jsonl").is_file():
-                raise DataError(f"{p} is a directory without a test.jsonl; expected a labelled JSONL/CSV file or a corpus directory")
-            files.append(p / "test.jsonl")
-        elif p.is_file():
-            files.append(p)
-        else:
+        if p.is_dir() and not is_corpus(p):
+            raise DataError(f"{p} is a directory without written/; expected a labelled JSONL/CSV file or a corpus directory")
+        if not p.exists():
             raise DataError(f"{p}: no such file or directory")
+        files.append(p)
     return files
 
 
 def test_split(data, evals=()):
-    """The held-out set of a training run: ``test.jsonl`` of each ``--data`` directory that has one, then the ``--eval`` files.
+    """The held-out set of a training run: the test part of each ``--data`` corpus directory, then the ``--eval`` files.
 
     Raises
     ------
     DataError
         For an ``--eval`` file that does not exist.
     """
-    files = [Path(d) / "test.jsonl" for d in data if Path(d).is_dir() and (Path(d) / "test.jsonl").is_file()]
+    files = [Path(d) for d in data if is_corpus(d)]
     for e in map(Path, evals):
         if not e.is_file():
             raise DataError(f"--eval {e}: no such file (expected a labelled JSONL/CSV file)")
@@ -105,7 +102,7 @@ def evaluate(paths, model=None, *, worst=WORST, bands=BANDS):
     ----------
     paths : list of path
         Labelled JSONL/CSV files (LABELING.md format), or corpus directories
-        (their ``test.jsonl``). Repeated texts count once.
+        (their test part and evaluation sets). Repeated texts count once.
     model : Model or path, optional
         Default: the shipped model.
     worst : int
@@ -134,7 +131,7 @@ def evaluate(paths, model=None, *, worst=WORST, bands=BANDS):
         raise ValueError(f"worst must be 0 or more, got {worst}")
     model = _as_model(model)
     files = labelled_files(paths)
-    rows, report = load_labelled(files)
+    rows, report = load_labelled(files, part="evaluation")
     probs = model.predict_proba([r["text"] for r in rows])
     labels = {}
     for k, label in enumerate(LABELS):
@@ -154,7 +151,7 @@ def evaluate(paths, model=None, *, worst=WORST, bands=BANDS):
         }
     return {
         "model": model_info(model),
-        "files": [{"path": str(f), "sha256": sha256(f)} for f in files],
+        "files": [{"path": str(f), "sha256": sha256(f) if f.is_file() else None} for f in files],
         "rows": len(rows),
         "duplicates": report["duplicates"],
         "labels": labels,

@@ -24,8 +24,8 @@ import json
 import os
 from pathlib import Path
 
-from .data import DataError, _record, read_labelled
-from .model import LABELS
+from .data import DataError, _record, read_labelled, is_corpus, load_labelled
+from .labels import LABELS
 from .normalize import normalize
 from .persist import sha256
 
@@ -109,19 +109,9 @@ def read_decisions(path):
 
 
 def holdout_of(rows):
-    """Labelled files kept out of training beside the files ``rows`` were read from.
-
-    For a row from ``DIR/train/x.jsonl`` or ``DIR/x.jsonl``: ``DIR/test.jsonl``
-    and ``DIR/heldout/*.jsonl``, where they exist (the corpus layout of
-    ``data/``, see ``tools/make_splits.py``).
-    """
+    """The corpus directories ``rows`` were read from: their test, held-out and evaluation parts are never trained on."""
     sources = {Path(r["_where"].rsplit(":", 1)[0]) for r in rows if r.get("_where")}
-    dirs = {p.parent.parent if p.parent.name == "train" else p.parent for p in sources}
-    found = []
-    for d in sorted(dirs):
-        found += [d / "test.jsonl"] if (d / "test.jsonl").is_file() else []
-        found += sorted((d / "heldout").glob("*.jsonl")) if (d / "heldout").is_dir() else []
-    return [p for p in found if p not in sources]
+    return sorted({p.parent.parent for p in sources if is_corpus(p.parent.parent)})
 
 
 def _labels(row):
@@ -171,7 +161,7 @@ def apply_feedback(rows, feedback, *, holdout=None):
     files = list(dict.fromkeys(Path(p) for p in files))
     held = {}
     for f in files:
-        for r in read_labelled(f):
+        for r in (load_labelled([f], part="holdout")[0] if is_corpus(f) else read_labelled(f)):
             held.setdefault(normalize(r["text"]).text, r["_where"])
 
     groups = {}

@@ -32,7 +32,7 @@ def test_score_names_the_bad_position(model, bad):
 
 def test_score_one_text_gives_one_dict(model):
     r = model.score("LINEのIDを送りますので、そちらで詳しくお話ししましょう")
-    assert set(r) == {"off_platform", "peer_pressure", "flagged", "evidence"}
+    assert set(r) == {"off_platform", "peer_pressure", "flagged", "uncertain", "evidence"}
     assert r["flagged"] == [label for label in classifier.LABELS if r[label] >= model.thresholds[label]]
 
 

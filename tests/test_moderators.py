@@ -14,9 +14,10 @@ import sys
 import pytest
 
 import classifier
+from classifier.normalize import normalize
 from classifier.cli import main, train_main
 from classifier.compare import PromotionError, PromotionRefused, compare, comparison_markdown, previous_path, promote, rollback
-from classifier.data import DataError, load_labelled
+from classifier.data import DataError, load_labelled, part_of
 from classifier.evaluate import evaluate, format_evaluation
 from classifier.feedback import FeedbackFile, apply_feedback
 from classifier.persist import ModelLoadError, sha256
@@ -153,9 +154,11 @@ def test_evaluate_command_prints_text_or_json(work, capsys):
 
 
 def test_evaluate_a_directory_needs_a_test_split(work, tmp_path):
-    with pytest.raises(DataError, match=r"without a test.jsonl; expected a labelled JSONL/CSV file or a corpus directory"):
+    with pytest.raises(DataError, match=r"without written/; expected a labelled JSONL/CSV file or a corpus directory"):
         evaluate([tmp_path], work["good_model"])
-    shutil.copy(work["eval"], tmp_path / "test.jsonl")
+    (tmp_path / "written").mkdir()
+    (tmp_path / "eval").mkdir()
+    shutil.copy(work["eval"], tmp_path / "eval" / "e.jsonl")
     assert evaluate([tmp_path], work["good_model"])["rows"] == len(EVAL)
 
 
@@ -250,7 +253,7 @@ def test_a_copy_that_does_not_verify_replaces_nothing(work, deployed, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(work["worse_model"], broken)
     c = compare(broken, deployed, [work["eval"]], tolerance=0.99)
-    with open(broken / "model.joblib", "ab") as f:
+    with open(broken / "model.skops", "ab") as f:
         f.write(b"\0")
     with pytest.raises(ModelLoadError, match="the manifest says"):
         promote(broken, deployed, comparison=c)
@@ -364,9 +367,10 @@ def test_conflicting_decisions_latest_wins_by_time_then_file_order(tmp_path):
 
 def test_decisions_on_held_out_messages_are_skipped(tmp_path):
     corpus = tmp_path / "corpus"
-    (corpus / "train").mkdir(parents=True)
-    write_jsonl(corpus / "train" / "a.jsonl", _rows(FOREIGN, "f"))
-    write_jsonl(corpus / "test.jsonl", _rows(EVAL[:10], "e"))
+    for folder in ("written", "eval"):
+        (corpus / folder).mkdir(parents=True)
+    write_jsonl(corpus / "written" / "a.jsonl", [r for r in _rows(FOREIGN, "f") if part_of("written", normalize(r["text"]).text) == "train"])
+    write_jsonl(corpus / "eval" / "e.jsonl", _rows(EVAL[:10], "e"))
     extra = write_jsonl(tmp_path / "extra_eval.jsonl", _rows(EVAL[10:], "x"))
     rows, _ = load_labelled([corpus])
     decisions = write_jsonl(tmp_path / "d.jsonl", [
@@ -376,7 +380,7 @@ def test_decisions_on_held_out_messages_are_skipped(tmp_path):
     ])
     merged, report = apply_feedback(rows, FeedbackFile(decisions, holdout=[extra]))
     assert report["skipped"] == 2 and report["added"] == 1
-    assert {s["held_out_as"].rsplit(":", 1)[0] for s in report["details"]["skipped"]} == {str(corpus / "test.jsonl"), str(extra)}
+    assert {s["held_out_as"].rsplit(":", 1)[0] for s in report["details"]["skipped"]} == {str(corpus / "eval" / "e.jsonl"), str(extra)}
     assert not {EVAL[0][0], EVAL[15][0]} & {r["text"] for r in merged}
     _, inferred_only = apply_feedback(rows, decisions)
     assert inferred_only["skipped"] == 1
@@ -407,9 +411,10 @@ def test_bad_decisions_name_file_line_and_reason(tmp_path, line, message):
 
 def test_a_decision_flips_a_label_and_the_retrained_card_records_it(work, tmp_path):
     corpus = tmp_path / "corpus"
-    (corpus / "train").mkdir(parents=True)
-    write_jsonl(corpus / "train" / "foreign.jsonl", _rows(FOREIGN, "f"))
-    write_jsonl(corpus / "test.jsonl", _rows(EVAL, "e"))
+    for folder in ("written", "eval"):
+        (corpus / folder).mkdir(parents=True)
+    foreign = write_jsonl(tmp_path / "foreign.jsonl", _rows(FOREIGN, "f"))
+    write_jsonl(corpus / "eval" / "e.jsonl", _rows(EVAL, "e"))
     text = "皆様にお送りしています"
     decisions = write_jsonl(tmp_path / "decisions.jsonl", [
         _decision(text, 0, 0, at="2026-11-20T09:00:00+09:00", by="mod-01"),
@@ -417,7 +422,7 @@ def test_a_decision_flips_a_label_and_the_retrained_card_records_it(work, tmp_pa
         _decision(EVAL[6][0], 0, 0),  # a test-split message: never trained on
     ])
     out = tmp_path / "model"
-    manifest = train([corpus], out, feedback=decisions, grid=SMALL_GRID, progress=False)
+    manifest = train([foreign, corpus], out, feedback=decisions, grid=SMALL_GRID, progress=False)
 
     f = manifest["feedback"]
     assert (f["changed"], f["added"], f["conflicts"], f["skipped"]) == (1, 0, 1, 1)

@@ -36,36 +36,51 @@ def test_sticker_job_is_approved(model):
     assert r["reasons"][0]["code"] == "no_findings"
 
 
-def test_borderline_message_gives_review(model):
-    # A message whose probability lies in the band [review_lower, threshold).
-    borderline = next(t for t in BORDERLINE_CANDIDATES if _in_band(model, t))
-    r = classifier.review([borderline], model=model)
+def test_review_says_what_is_uncertain_and_why(model):
+    import copy
+
+    forced = copy.copy(model)
+    forced.manifest = {**model.manifest, "conversation_rule": {**model.manifest["conversation_rule"],
+                                                               "approve_below": 1e-9, "deny_at": 1 - 1e-9}}
+    r = classifier.review(STICKER_JOB, model=forced)
     assert r["decision"] == "review"
-    assert r["reasons"][0]["code"].startswith("uncertain_")
+    assert "最も強い兆候は" in r["reasons"][0]["detail"] and 0 <= r["request_score"] <= 1
 
 
-BORDERLINE_CANDIDATES = [
-    "もう少し気軽にやり取りできる方法があればいいのですが",
-    "別の方法でファイルを送ってもらえたりしますか？",
-    "やり取りが多くなりそうなので、もっと便利なツールがあれば教えてください",
-    "進め方は他の方とも相談して決めています",
-    "外で打ち合わせできたら早いんですけどね",
-    "連絡手段について相談させてください",
-    "ファイルはギガファイル便で送ってもらえますか",
-    "他の方はもう提出済みです",
-]
-
-
-def _in_band(model, text):
-    r = model.score(text)
-    return not r["flagged"] and any(r[k] >= model.review_lower[k] for k in classifier.LABELS)
-
-
-def test_worker_messages_do_not_count_against_the_client(model):
+def test_worker_messages_alone_are_not_approved(model):
     worker_scam = [{"sender": "worker", "text": "LINEのIDは worker_0000 です。みんなそうしてるので追加してください"}]
-    assert classifier.review(worker_scam, model=model)["decision"] == "approve"
+    r = classifier.review(worker_scam, model=model)
+    assert r["decision"] == "review" and r["reasons"][0]["code"] == "no_client_messages"
     as_client = [{**worker_scam[0], "sender": "client"}]
     assert classifier.review(as_client, model=model)["decision"] == "deny"
+
+
+SOLICITATION = "LINEのIDは taro_0000 です。こちらに追加して、そちらで詳しくやり取りしましょう"
+
+
+@pytest.mark.parametrize("sender", ["Client", " client ", "CLIENT", "クライアント", "発注者", "buyer", None, "", "bot", 7],
+                         ids=["Client", "spaces", "upper", "kana", "hatchusha", "buyer", "None", "empty", "unknown", "int"])
+def test_any_spelling_of_the_client_fails_closed(model, sender):
+    r = classifier.review([{"sender": sender, "text": SOLICITATION}], model=model)
+    assert r["decision"] == "deny"
+    known = sender in ("Client", " client ", "CLIENT", "クライアント", "発注者", "buyer")
+    assert bool(r["notes"]) == (not known)
+
+
+@pytest.mark.parametrize("sender", ["Worker", "ワーカー", "受注者", "seller"])
+def test_worker_spellings_are_workers(model, sender):
+    r = classifier.review([{"sender": sender, "text": SOLICITATION}], model=model)
+    assert r["decision"] == "review" and r["notes"] == []
+
+
+def test_an_empty_conversation_is_not_approved(model):
+    r = classifier.review([], model=model)
+    assert r["decision"] == "review" and r["reasons"][0]["code"] == "empty"
+
+
+def test_a_flagged_message_is_never_approved(model):
+    rule = model.manifest["conversation_rule"]
+    assert rule["approve_below"] <= min(model.thresholds.values())
 
 
 def test_approved_changes_only_contact_sharing(model):
@@ -95,7 +110,7 @@ def test_review_command_groups_unsorted_rows(tmp_path):
         {"request_id": "r1", "sender": "client", "text": 7},
     ])
     proc = subprocess.run([sys.executable, "-m", "classifier", "review", str(log)], capture_output=True, cwd=ROOT, timeout=120)
-    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.returncode == 1, proc.stderr.decode()  # rows with errors: reported, and the exit status says so
     out = read_jsonl(proc.stdout.decode())
     by_id = {r["request_id"]: r for r in out}
     assert by_id["r1"]["decision"] == "approve" and by_id["r1"]["messages"] == 2

@@ -12,7 +12,7 @@ from classifier.data import DataError, load_labelled
 from classifier.training import train
 from conftest import ROOT, write_jsonl
 
-SMALL_GRID = {"char": [(1, 3)], "C": [4.0], "class_weight": ["balanced"]}
+SMALL_GRID = {"clf__C": [4.0], "features__char_ngram_range": [(1, 3)], "clf__class_weight": ["balanced"]}
 
 # A small foreign labelled set, as a moderator team might bring.
 FOREIGN = [
