@@ -156,8 +156,8 @@ def fit_rule(model, conversations):
         ``deny_at``, ``approve_below``, ``cv`` (each writer's conversations
         decided with bands tuned on the other writers) and ``test`` tables.
     """
-    train = [c for c in conversations if part_of(c["id"]) == "train"]
-    test = [c for c in conversations if part_of(c["id"]) == "test"]
+    train = [c for c in conversations if c.get("_part", part_of(c["id"])) == "train"]
+    test = [c for c in conversations if c.get("_part", part_of(c["id"])) == "test"]
     y = np.array([c["decision"] == "deny" for c in train], dtype=int)
     writers = np.array([c["_writer"] for c in train])
     if len(set(writers)) < 2 or y.sum() < 5 or (1 - y).sum() < 5:

@@ -29,7 +29,7 @@ from .labels import LABELS
 from .normalize import normalize
 from .persist import sha256
 
-__all__ = ["FeedbackFile", "apply_feedback", "read_decisions", "holdout_of"]
+__all__ = ["FeedbackFile", "apply_feedback", "read_decisions", "read_request_decisions", "holdout_of"]
 
 
 class FeedbackFile(os.PathLike):
@@ -93,6 +93,8 @@ def read_decisions(path):
                     obj = json.loads(line)
                 except ValueError as e:
                     raise DataError(f"{where}: not JSON ({e})") from None
+                if isinstance(obj, dict) and obj.get("kind") == "request":
+                    continue  # a request's decision: read_request_decisions
                 row = _record(obj, where, from_csv=False)
                 row["_at"] = _timestamp(obj.get("decided_at"), where)
                 by = obj.get("decided_by")
@@ -106,6 +108,36 @@ def read_decisions(path):
     except OSError as e:
         raise DataError(f"{path}: {e.strerror}") from None
     return decisions
+
+
+def read_request_decisions(path):
+    """The moderators' request decisions of a decisions file, as labelled conversations for the conversation rule.
+
+    The latest decision on a request wins. Each conversation has ``id``,
+    ``decision``, ``approved``, ``messages`` and ``_writer`` ``feedback``;
+    they always train (``_part``), never test.
+    """
+    from .data import jsonl_objects
+
+    latest = {}
+    try:
+        for where, obj in jsonl_objects(path, encoding="utf-8-sig"):
+            if not isinstance(obj, dict) or obj.get("kind") != "request":
+                continue
+            msgs = obj.get("messages")
+            if obj.get("decision") not in ("deny", "approve") or not isinstance(msgs, list) or not msgs or not all(
+                    isinstance(m, dict) and isinstance(m.get("text"), str) for m in msgs):
+                raise DataError(f"{where}: a request decision needs decision deny/approve and a non-empty list of messages with text")
+            at = _timestamp(obj.get("decided_at"), where)
+            rid = str(obj.get("request_id"))
+            if rid not in latest or at >= latest[rid][0]:
+                latest[rid] = (at, {"id": f"feedback:{rid}", "decision": obj["decision"], "approved": obj.get("approved") is True,
+                                    "messages": msgs, "_writer": "feedback", "_where": where, "_part": "train"})
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise DataError(f"{path}: {e.strerror}") from None
+    return [c for _, c in latest.values()]
 
 
 def holdout_of(rows):

@@ -31,6 +31,7 @@ module: the scoring package does not need it.
 
 import hmac
 import ipaddress
+import math
 import os
 import re
 import secrets
@@ -224,10 +225,22 @@ def read_decisions(path):
             decisions.setdefault(key[0], []).append(
                 {"decision": key[3], "decided_by": key[2], "decided_at": key[1], "labels": {}})
             last_key = key
+        if rec.get("kind") == "request":
+            continue
         labels = {label: rec.get(label) for label in LABELS if rec.get(label) in (0, 1)}
         ref = rec.get("message_id") if rec.get("message_id") is not None else rec.get("text")
         decisions[key[0]][-1]["labels"][_ref(ref)] = labels
     return decisions, warnings
+
+
+# Bidirectional controls reorder what follows them on screen (an id that reads
+# "r-1001" but is another): ids show them as visible code points.
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(value):
+    """A value for display, with bidirectional control characters shown as ⟨U+XXXX⟩."""
+    return _BIDI.sub(lambda m: f"⟨U+{ord(m.group()):04X}⟩", str(value))
 
 
 def _ref(value):
@@ -297,10 +310,28 @@ class _Store:
                 "snippet": first_client[:80] + ("…" if len(first_client) > 80 else ""),
             }
         rank = {d: i for i, d in enumerate(RECOMMENDATIONS)}
-        self.order = sorted(self.requests, key=lambda r: (rank[self.requests[r]["result"]["decision"]], -self.requests[r]["risk"]))
         self.decisions, self.warnings = read_decisions(self.decisions_path)
+        #: Riskiest first (the recommendation, then the highest score).
+        self.by_risk = sorted(self.requests, key=lambda r: (rank[self.requests[r]["result"]["decision"]], -self.requests[r]["risk"]))
+        #: What a decision would teach most first: undecided before decided, then the requests whose score lies
+        #: nearest a band edge of the conversation rule (review ones are between the edges).
+        self.order = sorted(self.requests, key=lambda r: (self.latest(r) is not None, self._certainty(r)))
         self.lock = threading.Lock()
         self._details = {}
+
+    def _certainty(self, rid):
+        """How far the request's score lies from the rule's nearest band edge (log-odds); 0 between the edges."""
+        rule = self.model.manifest.get("conversation_rule")
+        score = self.requests[rid]["result"].get("request_score")
+        if not rule or score is None:
+            return 0.0 if self.requests[rid]["result"]["decision"] == "review" else 1.0
+
+        def logit(p):
+            p = min(max(p, 1e-6), 1 - 1e-6)
+            return math.log(p / (1 - p))
+
+        low, high = logit(rule["approve_below"]), logit(rule["deny_at"])
+        return max(0.0, low - logit(score), logit(score) - high)
 
     def latest(self, rid):
         made = [d for d in self.decisions.get(rid, []) if d["decision"] in DECISIONS]
@@ -331,29 +362,48 @@ class _Store:
     def decide(self, rid, decision, decided_by, corrections):
         """Write a decision; return it once it is on disk.
 
-        Denying keeps the model's flags as labels, approving sets them to 0;
-        ``corrections`` ((message index, label) -> 0|1) override either.
+        One record for the request (``kind: request``: the decision, the
+        conversation, whether it was approved), which training feeds to the
+        conversation rule; then a label line per client message only where
+        the moderator set a label (``corrections``: (message index, label) ->
+        0|1) or, on approve, confirmed the messages clean. A deny never turns
+        the model's own flags into labels: a solicitation the model scored
+        under its threshold must not be recorded as 0.
         """
         req = self.requests[rid]
+        if not any(_is_client(m) and m["text"].strip() for m in req["messages"]):
+            raise ValueError(f"request {rid!r} has no client message to decide on")
         details = self.details(rid)
         decided_at = datetime.now().astimezone().isoformat(timespec="seconds")
-        lines, labels = [], {}
+        head = {"kind": "request", "request_id": rid, "decision": decision, "decided_by": decided_by, "decided_at": decided_at,
+                "approved": req["approved"],
+                "messages": [{"sender": m.get("sender"), "sent_at": m.get("sent_at"), "text": m["text"]} for m in req["messages"]]}
+        lines, labels = [head], {}
         for m in req["messages"]:
             if not _is_client(m) or not m["text"].strip():
                 continue
-            flags = details[m["index"]]["flagged"]
-            confirmed = {}
-            for label in LABELS:
-                fixed = corrections.get((m["index"], label))
-                confirmed[label] = fixed if fixed is not None else int(decision == "deny" and label in flags)
-            lines.append({"text": m["text"], **confirmed, "decided_by": decided_by, "decided_at": decided_at,
+            set_here = {label: corrections[(m["index"], label)] for label in LABELS if corrections.get((m["index"], label)) is not None}
+            if decision == "approve":
+                set_here = {label: set_here.get(label, 0) for label in LABELS}
+            elif not set_here:
+                continue  # a deny labels no message the moderator did not touch
+            # A label the moderator left as shown beside one they set is confirmed as shown.
+            shown = details[m["index"]]["flagged"]
+            set_here = {label: set_here.get(label, int(label in shown)) for label in LABELS}
+            lines.append({"text": m["text"], **set_here, "decided_by": decided_by, "decided_at": decided_at,
                           "request_id": rid, "decision": decision, "message_id": m["id"]})
-            labels[_ref(m["id"])] = confirmed
-        if not lines:
-            raise ValueError(f"request {rid!r} has no client message to label")
+            labels[_ref(m["id"])] = set_here
         with self.lock:
+            if self.decisions and not self.decisions_path.exists():
+                # Someone removed the file under a running page: say so, here and in the log, then start it again.
+                warning = (f"{self.decisions_path} was deleted while the page was running; a new file was started "
+                           "and holds only decisions from now on")
+                self.warnings.append(warning)
+                print(f"warning: {warning}", file=sys.stderr, flush=True)
+            else:
+                warning = None
             append_decision(self.decisions_path, lines)
-            made = {"decision": decision, "decided_by": decided_by, "decided_at": decided_at, "labels": labels}
+            made = {"decision": decision, "decided_by": decided_by, "decided_at": decided_at, "labels": labels, "warning": warning}
             self.decisions.setdefault(rid, []).append(made)
         return made
 
@@ -435,6 +485,7 @@ def create_app(log_path, decisions_path, model=None, token=None):
         MAX_CONTENT_LENGTH=1 << 20,
     )
     app.extensions["review_store"] = store
+    app.jinja_env.filters["visible"] = visible
 
     @app.before_request
     def _guard():
@@ -488,7 +539,8 @@ def create_app(log_path, decisions_path, model=None, token=None):
     @app.get("/")
     def queue():
         rec, status = _filters()
-        rows = [store.requests[rid] for rid in store.order if _matches(store, rid, rec, status)]
+        by_risk = request.args.get("order") == "risk"
+        rows = [store.requests[rid] for rid in (store.by_risk if by_risk else store.order) if _matches(store, rid, rec, status)]
         counts = {d: sum(store.requests[r]["result"]["decision"] == d for r in store.order) for d in RECOMMENDATIONS}
         decided = sum(store.latest(r) is not None for r in store.order)
         total = len(store.order)
@@ -497,7 +549,9 @@ def create_app(log_path, decisions_path, model=None, token=None):
         status_links = [(v, f"{v} {n}", url_for("queue", **_nav_args(rec, v)))
                         for v, n in (("all", total), ("undecided", total - decided), ("decided", decided))]
         return render_template("queue.html", rows=rows, rec=rec, status=status, total=total, decided=decided,
-                               rec_links=rec_links, status_links=status_links, latest=store.latest,
+                               rec_links=rec_links, status_links=status_links, latest=store.latest, by_risk=by_risk,
+                               order_links=[("uncertain", url_for("queue", **_nav_args(rec, status))),
+                                            ("risk", url_for("queue", order="risk", **_nav_args(rec, status)))],
                                orphans=store.orphans, warnings=store.warnings, nav=_nav_args(rec, status),
                                show_time=_show_time)
 
@@ -546,6 +600,8 @@ def create_app(log_path, decisions_path, model=None, token=None):
         except OSError as e:
             abort(500, description=f"the decision was NOT saved: {store.decisions_path}: {e.strerror or e}")
         flash(f"保存しました saved: {made['decision']} by {made['decided_by']} at {_show_time(made['decided_at'])}")
+        if made.get("warning"):
+            flash(f"警告 warning: {made['warning']}")
         rec, status = _filters(request.form)
         resp = redirect(url_for("request_view", id=rid, **_nav_args(rec, status)), 303)
         resp.set_cookie(MODERATOR_COOKIE, name, max_age=365 * 24 * 3600, httponly=True, samesite="Strict")
@@ -613,12 +669,21 @@ def _url(host, port):
     return f"http://{host}:{port}"
 
 
-class _QuietHandler(WSGIRequestHandler):
+#: Seconds a connection may stall (a request line, headers or a body trickled in) before it is closed.
+READ_TIMEOUT = 20
+
+
+class _TimeoutHandler(WSGIRequestHandler):
+    # socketserver sets this on the connection: a stalled client cannot hold a thread for ever.
+    timeout = READ_TIMEOUT
+
+
+class _QuietHandler(_TimeoutHandler):
     def log_request(self, code="-", size="-"):
         pass
 
 
-class _RedactingHandler(WSGIRequestHandler):
+class _RedactingHandler(_TimeoutHandler):
     """The request log, without the token of a ``?token=`` address."""
 
     def log_request(self, code="-", size="-"):
@@ -637,7 +702,7 @@ class BackgroundServer:
     """Serve an app from a thread (tests, screenshots): ``with BackgroundServer(app) as s: s.url``."""
 
     def __init__(self, app, host="127.0.0.1", port=0, quiet=True):
-        self._server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler if quiet else None)
+        self._server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler if quiet else _TimeoutHandler)
         self.port = self._server.server_port
         self.url = _url(host, self.port)
         self._thread = threading.Thread(target=self._server.serve_forever, name="review-page", daemon=True)

@@ -130,8 +130,8 @@ def test_missing_log_is_refused(tmp_path, model):
 
 # --- queue ------------------------------------------------------------------
 
-def test_queue_lists_requests_riskiest_first(client):
-    page = client.get("/")
+def test_queue_can_list_requests_riskiest_first(client):
+    page = client.get("/?order=risk")
     assert page.status_code == 200
     ids = queue_ids(html(page))
     assert len(ids) == 16 and set(ids) >= {"r-1001", "r-xss", "&lt;i&gt;r-markup&lt;/i&gt;", "r-worker-only"}
@@ -140,6 +140,14 @@ def test_queue_lists_requests_riskiest_first(client):
     assert [rank[b] for b in badges] == sorted(rank[b] for b in badges)
     assert {"r-1001", "r-1003", "r-1005"} <= set(ids[:badges.count("deny")])
     assert "r-1002" in ids[len(ids) - badges.count("approve"):]
+
+
+def test_queue_lists_what_a_decision_would_teach_most_first(client, model):
+    ids = queue_ids(html(client.get("/")))
+    badges = re.findall(r'<tr class="rec-(deny|review|approve)', html(client.get("/")))
+    # Review requests (between the rule's bands) come before any request the rule is sure of.
+    assert badges.index("review") < min(badges.index(b) for b in ("deny", "approve") if b in badges)
+    assert len(ids) == 16
 
 
 def test_queue_filters_by_recommendation_and_status(client):
@@ -306,35 +314,33 @@ def test_deciding_is_post_only(client):
 
 # --- decisions ----------------------------------------------------------------
 
-def test_deny_records_the_model_flags_per_client_message(client, decisions, model):
+def test_deny_records_the_request_not_the_models_flags(client, decisions, model):
     page = decide(client, "r-1001", "deny", decided_by="alice")
     assert page.status_code == 303 and page.headers["Location"] == "/request?id=r-1001"
     lines = read_jsonl(decisions)
-    client_texts = [r["text"] for r in map(json.loads, SAMPLE.read_text(encoding="utf-8").splitlines())
-                    if r["request_id"] == "r-1001" and r["sender"] == "client"]
-    assert [line["text"] for line in lines] == client_texts
-    for line, result in zip(lines, model.score(client_texts)):
-        assert list(line) == ["text", "off_platform", "peer_pressure", "decided_by", "decided_at", "request_id",
-                              "decision", "message_id"]
-        assert {label: line[label] for label in LABELS} == {label: int(label in result["flagged"]) for label in LABELS}
-        assert line["decided_by"] == "alice" and line["request_id"] == "r-1001" and line["decision"] == "deny"
-    assert [line["message_id"] for line in lines] == ["msg-0001", "msg-0003", "msg-0005"]
-    assert lines[1]["off_platform"] == 1 and lines[0] == {**lines[0], "off_platform": 0, "peer_pressure": 0}
+    texts = [r["text"] for r in map(json.loads, SAMPLE.read_text(encoding="utf-8").splitlines()) if r["request_id"] == "r-1001"]
+    # One record for the request, with its conversation; no message labels the moderator did not set.
+    assert len(lines) == 1 and lines[0]["kind"] == "request" and lines[0]["decision"] == "deny"
+    assert lines[0]["decided_by"] == "alice" and [m["text"] for m in lines[0]["messages"]] == texts
     assert "保存しました saved: deny by alice" in html(client.get(page.headers["Location"]))
 
 
 def test_approve_records_zeros_unless_corrected(client, decisions):
     decide(client, "r-1011", "approve")
-    assert [(r["off_platform"], r["peer_pressure"], r["decided_by"]) for r in read_jsonl(decisions)] == [(0, 0, "moderator")] * 2
+    lines = read_jsonl(decisions)
+    assert lines[0]["kind"] == "request"
+    assert [(r["off_platform"], r["peer_pressure"], r["decided_by"]) for r in lines[1:]] == [(0, 0, "moderator")] * 2
     # msg-0034 is the second client message of r-1011 (index 1 in the request).
     decide(client, "r-1011", "approve", **{"label-1-peer_pressure": "1", "label-0-off_platform": ""})
-    assert [(r["off_platform"], r["peer_pressure"]) for r in read_jsonl(decisions)[2:]] == [(0, 0), (0, 1)]
+    assert [(r["off_platform"], r["peer_pressure"]) for r in read_jsonl(decisions)[4:]] == [(0, 0), (0, 1)]
 
 
-def test_deny_with_a_correction(client, decisions):
-    decide(client, "r-1001", "deny", **{"label-2-off_platform": "0"})
-    lines = {r["message_id"]: r for r in read_jsonl(decisions)}
-    assert lines["msg-0003"]["off_platform"] == 0 and lines["msg-0005"]["peer_pressure"] == 1
+def test_deny_with_a_correction_labels_that_message_only(client, decisions, model):
+    decide(client, "r-1001", "deny", **{"label-2-off_platform": "1"})
+    lines = {r.get("message_id"): r for r in read_jsonl(decisions)}
+    assert lines["msg-0003"]["off_platform"] == 1 and set(lines) == {None, "msg-0003"}
+    shown = "peer_pressure" in model.score(lines["msg-0003"]["text"])["flagged"]
+    assert lines["msg-0003"]["peer_pressure"] == int(shown)
 
 
 @pytest.mark.parametrize("fields, status", [
@@ -361,7 +367,7 @@ def test_decision_is_fsynced_before_the_page_says_saved(client, decisions, monke
     monkeypatch.setattr(serve_module.os, "fsync", spy)
     page = decide(client, "r-1005", "deny")
     assert page.status_code == 303
-    assert len(synced) == 1 and [r["request_id"] for r in read_jsonl(synced[0])] == ["r-1005", "r-1005"]
+    assert len(synced) == 1 and [(r["request_id"], r.get("kind")) for r in read_jsonl(synced[0])] == [("r-1005", "request")]
 
 
 def test_a_failed_write_is_not_reported_saved(client, decisions, monkeypatch):
@@ -415,5 +421,29 @@ def test_the_training_loop_reads_what_the_page_writes(client, decisions):
     decide(client, "r-1001", "deny", decided_by="mod-03")
     decide(client, "r-1002", "approve", decided_by="mod-03")
     rows = feedback.read_decisions(decisions)
-    assert [(r["request_id"], r["decision"]) for r in rows] == [("r-1001", "deny")] * 3 + [("r-1002", "approve")] * 3
+    assert [(r["request_id"], r["decision"]) for r in rows] == [("r-1002", "approve")] * 3
     assert all(r["_at"].tzinfo is not None for r in rows)
+    requests = feedback.read_request_decisions(decisions)
+    assert sorted((c["id"], c["decision"]) for c in requests) == [("feedback:r-1001", "deny"), ("feedback:r-1002", "approve")]
+
+
+def test_a_deleted_decisions_file_is_reported(client, decisions, capsys):
+    decide(client, "r-1011", "approve")
+    decisions.unlink()
+    page = decide(client, "r-1001", "deny")
+    shown = html(client.get(page.headers["Location"]))
+    assert "was deleted while the page was running" in shown
+    assert "was deleted while the page was running" in capsys.readouterr().err
+    assert [r["request_id"] for r in read_jsonl(decisions)] == ["r-1001"]
+
+
+def test_bidi_controls_in_ids_are_shown_not_obeyed():
+    from classifier.serve import visible
+
+    assert visible("r-\u202e1001") == "r-⟨U+202E⟩1001" and visible("r-1001") == "r-1001"
+
+
+def test_a_stalled_connection_times_out():
+    from classifier import serve as serve_module
+
+    assert 0 < serve_module._QuietHandler.timeout <= 60 and serve_module._RedactingHandler.timeout == serve_module.READ_TIMEOUT
