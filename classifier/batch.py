@@ -40,8 +40,10 @@ from .normalize import MAX_CHARS
 __all__ = ["Row", "read_rows", "read_stream", "score_rows", "Writer", "Summary", "run_batch", "open_output",
            "check_inputs", "check_output", "output_format", "exit_status", "to_json_line", "Stopped", "BatchError"]
 
-#: Rows handed to a worker at once.
+#: Rows scored at once (and written at once).
 CHUNK = 256
+#: Rows handed to a ``--jobs`` worker at once: large enough that the round trip and the pipeline's per-call costs vanish.
+WORKER_CHUNK = 1024
 #: Texts longer than this are scored but reported: normalisation keeps their head and tail only.
 LONG_TEXT = MAX_CHARS
 #: JSON lines nested deeper than this are error rows (Python's parser would overflow its stack near 1,000).
@@ -165,7 +167,7 @@ def read_rows(paths, *, input_format=None, encoding=None, stats=None):
                 f.close()
 
 
-def read_stream(f, name, *, input_format=None, encoding=None, stats=None):
+def read_stream(f, name, *, input_format=None, encoding=None, stats=None, first_line=1):
     """Rows of one open binary stream, read as :func:`read_rows` reads a file.
 
     The local command and the Dask path (one file per partition) both read
@@ -178,6 +180,10 @@ def read_stream(f, name, *, input_format=None, encoding=None, stats=None):
     name : str
         The file's name: it picks the format (``.csv`` or JSONL, ``.gz``
         ignored) unless ``input_format`` is given, and it appears in errors.
+    first_line : int
+        The line number of the stream's first line, for a JSONL stream that
+        is a block of a larger file (the Dask path splits files on line
+        boundaries): rows are numbered, and a BOM skipped, as in the whole file.
     encoding : str, optional
         Default UTF-8 (a BOM is skipped); for CSV without an encoding,
         CP932 when the first megabyte is not UTF-8 but is CP932. The one
@@ -194,7 +200,7 @@ def read_stream(f, name, *, input_format=None, encoding=None, stats=None):
             yield from _read_csv(f, name, stats, codec)
         else:
             stats["encodings"][name] = codec or "utf-8"
-            yield from _read_jsonl(f, name, stats, codec or "utf-8")
+            yield from _read_jsonl(f, name, stats, codec or "utf-8", first_line)
     except (EOFError, OSError, zlib.error) as e:
         # A truncated or corrupt .gz: the rows before it are out already.
         yield Row(line=0, error=f"{name}: input ends early or is corrupt ({e}); rows after this point are lost", source=name)
@@ -221,9 +227,9 @@ def _too_deep(line):
     return False
 
 
-def _read_jsonl(f, name, stats, codec):
+def _read_jsonl(f, name, stats, codec, first_line=1):
     # Split on b"\n" only: U+2028 or a lone \r inside a JSON string is not a row break.
-    for n, raw in enumerate(f, 1):
+    for n, raw in enumerate(f, first_line):
         if n == 1 and codec == "utf-8" and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]
         try:
@@ -411,12 +417,12 @@ def _text_error(record, text_field):
     return None
 
 
-def score_rows(model, rows, *, text_field="text", id_field="id"):
+def score_rows(model, rows, *, text_field="text", id_field="id", evidence=True):
     """Score a list of rows; return one output record per row, in order.
 
     Good rows keep their fields and gain ``id``, a probability per label,
-    ``flagged`` and ``evidence``; bad rows gain ``error`` (and scores where
-    there is a text to score).
+    ``flagged`` and ``evidence`` (empty lists with ``evidence=False``); bad
+    rows gain ``error`` (and scores where there is a text to score).
     """
     out, texts, where = [], [], []
     for row in rows:
@@ -437,7 +443,7 @@ def score_rows(model, rows, *, text_field="text", id_field="id"):
             rec["error"] = error
         out.append(rec)
     if texts:
-        for i, result in zip(where, model.score(texts)):
+        for i, result in zip(where, model.score(texts, evidence=evidence)):
             out[i].update(result)
     return out
 
@@ -459,6 +465,16 @@ class Summary:
             else:
                 self.scored += 1
             for label in rec.get("flagged", ()):
+                self.flagged[label] += 1
+
+    def add_counts(self, errors, flagged):
+        """As :meth:`add`, from each record's error flag and flagged labels."""
+        self.read += len(errors)
+        n_errors = sum(errors)
+        self.errors += n_errors
+        self.scored += len(errors) - n_errors
+        for labels in flagged:
+            for label in labels:
                 self.flagged[label] += 1
 
     def as_dict(self):
@@ -667,6 +683,11 @@ class Writer:
             self._write_csv(records)
         self.stream.flush()
 
+    def write_lines(self, lines):
+        """JSON lines already made by :func:`to_json_line` (JSONL output only)."""
+        self.stream.write("".join(lines))
+        self.stream.flush()
+
     def _write_csv(self, records):
         if not records:
             return
@@ -699,21 +720,31 @@ class Writer:
 
 
 # --- parallel scoring -------------------------------------------------------
+#
+# Workers are forked from the command once the model is loaded and the
+# garbage collector's objects frozen (gc.freeze): each worker starts in
+# milliseconds with the parent's model, whose pages it shares copy-on-write,
+# instead of loading and checking a copy of its own. A worker scores a chunk
+# and, for JSONL output, also writes its lines, so that the command itself
+# only reads, hands out and joins.
 
 _worker_model = None
+_worker_evidence = True
 
 #: Linux prctl option: a signal for this process when its parent dies.
 _PR_SET_PDEATHSIG = 1
 
 
-def _init_worker(model_path, parent=None):
-    global _worker_model
+def _init_worker(model_path, parent=None, evidence=True):
+    global _worker_model, _worker_evidence
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if parent is not None:
         _die_with_parent(parent)
-    from .model import load
+    _worker_evidence = evidence
+    if _worker_model is None:  # not inherited (a start method other than fork)
+        from .model import load
 
-    _worker_model = load(model_path)
+        _worker_model = load(model_path)
 
 
 def _die_with_parent(parent):
@@ -740,7 +771,26 @@ def _watch_parent(parent):
 
 
 def _score_in_worker(rows, text_field, id_field):
-    return score_rows(_worker_model, rows, text_field=text_field, id_field=id_field)
+    return score_rows(_worker_model, rows, text_field=text_field, id_field=id_field, evidence=_worker_evidence)
+
+
+class _Written:
+    """A chunk's output already written as JSON lines, with what the summary and ``--only-flagged`` need."""
+
+    __slots__ = ("lines", "errors", "flagged")
+
+    def __init__(self, records):
+        self.lines = [to_json_line(r) for r in records]
+        self.errors = ["error" in r for r in records]
+        self.flagged = [tuple(r.get("flagged", ())) for r in records]
+
+    def __len__(self):
+        return len(self.lines)
+
+
+def _work(rows, text_field, id_field, as_lines):
+    records = _score_in_worker(rows, text_field, id_field)
+    return _Written(records) if as_lines else records
 
 
 def _chunks(rows, size):
@@ -774,8 +824,12 @@ def _raise_interrupt(signum, frame):
 
 
 def run_batch(rows, writer, summary, *, model=None, model_path=None, jobs=1, text_field="text",
-              id_field="id", only_flagged=False, progress=None, chunk_size=CHUNK):
+              id_field="id", only_flagged=False, progress=None, chunk_size=None, evidence=True):
     """Score rows and write them; return normally even when interrupted.
+
+    With ``jobs`` > 1 the model (``model``, else loaded from ``model_path``)
+    is loaded once, here, and the worker processes forked from this one share it.
+    ``chunk_size`` defaults to :data:`CHUNK` rows, :data:`WORKER_CHUNK` per worker task.
 
     Returns
     -------
@@ -783,26 +837,37 @@ def run_batch(rows, writer, summary, *, model=None, model_path=None, jobs=1, tex
         The signal name if SIGINT or SIGTERM stopped the run.
     """
     def emit(records):
-        summary.add(records)
-        if only_flagged:
-            records = [r for r in records if r.get("flagged") or "error" in r]
-        writer.write(records)
+        if isinstance(records, _Written):
+            summary.add_counts(records.errors, records.flagged)
+            lines = records.lines
+            if only_flagged:
+                lines = [line for line, e, f in zip(lines, records.errors, records.flagged) if e or f]
+            writer.write_lines(lines)
+            n = len(lines)
+        else:
+            summary.add(records)
+            if only_flagged:
+                records = [r for r in records if r.get("flagged") or "error" in r]
+            writer.write(records)
+            n = len(records)
         if progress is not None:
-            progress.update(len(records))
+            progress.update(n)
 
     # Signal handlers can only be set from the main thread; a Dask worker
     # runs this in a thread of its own, where its nanny deals with signals.
     main_thread = threading.current_thread() is threading.main_thread()
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
     try:
-        if jobs <= 1:
-            from .model import load
+        from .model import load
 
-            model = model or load(model_path)
+        model = model or load(model_path)
+        if jobs <= 1:
+            chunk_size = chunk_size or CHUNK
             for chunk in _chunks(rows, chunk_size):
-                emit(score_rows(model, chunk, text_field=text_field, id_field=id_field))
+                emit(score_rows(model, chunk, text_field=text_field, id_field=id_field, evidence=evidence))
         else:
-            _run_parallel(rows, emit, model_path, jobs, text_field, id_field, chunk_size)
+            _run_parallel(rows, emit, model, model_path, jobs, text_field, id_field, chunk_size or WORKER_CHUNK, evidence,
+                          as_lines=writer.fmt == "jsonl")
     except (KeyboardInterrupt, _Interrupted) as e:
         return str(e) or "SIGINT"
     finally:
@@ -811,9 +876,36 @@ def run_batch(rows, writer, summary, *, model=None, model_path=None, jobs=1, tex
     return None
 
 
-def _run_parallel(rows, emit, model_path, jobs, text_field, id_field, chunk_size):
+def _fork_context():
+    import multiprocessing
+
+    try:
+        return multiprocessing.get_context("fork")
+    except ValueError:  # no fork (Windows): each worker loads the model itself
+        return None
+
+
+def _run_parallel(rows, emit, model, model_path, jobs, text_field, id_field, chunk_size, evidence, as_lines):
+    global _worker_model
+    import gc
+
+    context = _fork_context()
+    if context is not None:
+        _worker_model = model  # inherited by the forked workers
+    initargs = (model_path, os.getpid(), evidence)
+
     def new_pool():
-        return ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(model_path, os.getpid()))
+        # Objects that exist now are never collected in the workers: the
+        # collector does not write to (and so copy) the pages the model shares.
+        gc.collect()
+        gc.freeze()
+        try:
+            return ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=initargs)
+        finally:
+            gc.unfreeze()
+
+    def submit(pool, chunk):
+        return pool.submit(_work, chunk, text_field, id_field, as_lines)
 
     pool = new_pool()
     pending = deque()
@@ -825,7 +917,7 @@ def _run_parallel(rows, emit, model_path, jobs, text_field, id_field, chunk_size
                 chunk = next(chunks, None)
                 if chunk is None:
                     break
-                pending.append((chunk, pool.submit(_score_in_worker, chunk, text_field, id_field)))
+                pending.append((chunk, submit(pool, chunk)))
             if not pending:
                 break
             chunk, future = pending.popleft()
@@ -839,13 +931,15 @@ def _run_parallel(rows, emit, model_path, jobs, text_field, id_field, chunk_size
                 # Retry each chunk alone: one that kills a worker again is reported, not retried.
                 for c in retry:
                     try:
-                        emit(pool.submit(_score_in_worker, c, text_field, id_field).result())
+                        emit(submit(pool, c).result())
                     except BrokenProcessPool:
                         emit(_died(c, text_field, id_field))
                         _discard(pool)
                         pool = new_pool()
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+        if context is not None:
+            _worker_model = None
 
 
 def _discard(pool):

@@ -1,6 +1,6 @@
 """Command line: ``python -m classifier`` (also installed as ``crowd-scam-classifier``).
 
-Commands: train, score, review, evaluate, rollback, serve, data check.
+Commands: train, score, review, evaluate, compare, promote, rollback, serve, data check.
 ``train.py`` is ``python -m classifier train``.
 
 Exit status: 0 success; 1 some rows failed (batch commands) or a promotion
@@ -174,6 +174,11 @@ starting with = + - @, a tab or a carriage return get a leading ' unless
     score.add_argument("--only-flagged", action="store_true", help="write only flagged rows (and rows with errors)")
     score.add_argument("--dask", action="store_true", help="score on a Dask cluster; OUTPUT is a folder (needs the dask extra)")
     score.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address (default: a LocalCluster)")
+    score.add_argument("--blocksize", default="2MiB", metavar="SIZE",
+                       help="with --dask: JSONL files are split into blocks of about this size, on line boundaries "
+                            "(default 2MiB; .gz and CSV files are one block each)")
+    score.add_argument("--no-evidence", dest="evidence", action="store_false",
+                       help="skip the evidence spans (\"evidence\" is an empty list): faster on logs with many flags")
     _add_model(score)
 
     review = sub.add_parser("review", help="recommend approve/review/deny per off-service contact request",
@@ -202,6 +207,24 @@ starting with = + - @, a tab or a carriage return get a leading ' unless
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     evaluate.add_argument("--worst", type=int, default=5, metavar="N", help="worst false negatives and false positives per label (default 5)")
     _add_model(evaluate)
+
+    from .compare import TOLERANCE
+
+    compare_p = sub.add_parser("compare", help="compare a candidate model with another on held-out data; writes COMPARISON.md into the candidate")
+    compare_p.add_argument("candidate", metavar="NEW", help="the new model directory")
+    compare_p.add_argument("--against", metavar="OLD", help="the model to compare with (default: $CLASSIFIER_MODEL or models/default)")
+    compare_p.add_argument("--data", action="append", default=[], metavar="DIR", help="corpus directory whose test part and eval sets are held out (default data/)")
+    compare_p.add_argument("--eval", action="append", default=[], metavar="FILE", help="labelled file added to the held-out set; repeatable")
+    compare_p.add_argument("--log", metavar="FILE", help="message log: list the requests whose decision changes")
+    compare_p.add_argument("--tolerance", type=float, default=TOLERANCE, metavar="F1")
+
+    promote_p = sub.add_parser("promote", help="compare a candidate with the current model and replace it if no label's F1 drops")
+    promote_p.add_argument("candidate", metavar="NEW")
+    promote_p.add_argument("--to", metavar="DIR", help="promotion target (default: $CLASSIFIER_MODEL or models/default)")
+    promote_p.add_argument("--data", action="append", default=[], metavar="DIR")
+    promote_p.add_argument("--eval", action="append", default=[], metavar="FILE")
+    promote_p.add_argument("--tolerance", type=float, default=TOLERANCE, metavar="F1")
+    promote_p.add_argument("--force-promote", action="store_true", help="promote even when the F1 gate fails (recorded)")
 
     rollback = sub.add_parser("rollback", help="put back the model the last promotion replaced (run again to undo)")
     rollback.add_argument("--model", metavar="DIR",
@@ -267,9 +290,8 @@ def _score(args):
     model_path = args.model
     from .model import load
 
-    model = load(model_path) if args.jobs == 1 else None
-    if args.jobs > 1:
-        load(model_path)  # fail here, with a clear message, not in every worker
+    # Loaded once, here: the --jobs workers are forked from this process and share it.
+    model = load(model_path)
     summary = batch.Summary()
     rows = batch.read_rows(args.inputs, input_format=args.input_format, encoding=args.encoding, stats=summary.stats)
     from tqdm import tqdm
@@ -279,7 +301,8 @@ def _score(args):
                 tqdm(unit=" rows", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
             stopped = batch.run_batch(rows, batch.Writer(stream, fmt, csv_escape=args.csv_escape), summary, model=model,
                                       model_path=model_path, jobs=args.jobs, text_field=args.text_field,
-                                      id_field=args.id_field, only_flagged=args.only_flagged, progress=bar)
+                                      id_field=args.id_field, only_flagged=args.only_flagged, progress=bar,
+                                      evidence=args.evidence)
             if stopped:
                 raise batch.Stopped(stopped)  # inside the block: the output is kept as .partial, not put in place
     except batch.Stopped as e:
@@ -372,4 +395,44 @@ def _serve(args):
     return serve(args.log, args.decisions, host=args.host, port=args.port, token=args.token, model=args.model)
 
 
-_COMMANDS = {"score": _score, "review": _review, "evaluate": _evaluate, "rollback": _rollback, "serve": _serve}
+def _heldout(args):
+    from pathlib import Path
+
+    from .evaluate import test_split
+
+    heldout = test_split(args.data or [Path("data")], args.eval)
+    if not heldout:
+        raise DataError("no held-out set: pass a corpus --data directory or --eval FILE")
+    return heldout
+
+
+def _compare(args):
+    from .compare import compare, comparison_summary, write_comparison
+    from .model import default_model_path
+
+    comparison = compare(args.candidate, args.against or default_model_path(), _heldout(args), log=args.log,
+                         tolerance=args.tolerance)
+    md, js = write_comparison(comparison, args.candidate)
+    print(comparison_summary(comparison))
+    print(f"wrote {md} and {js}")
+    return 0
+
+
+def _promote(args):
+    from pathlib import Path
+
+    from .compare import PromotionRefused, compare, promote, promotion_summary
+    from .model import default_model_path
+
+    target = Path(args.to) if args.to else default_model_path()
+    comparison = compare(args.candidate, target, _heldout(args), tolerance=args.tolerance) if target.exists() else None
+    try:
+        print(promotion_summary(promote(args.candidate, target, comparison=comparison, force=args.force_promote)))
+    except PromotionRefused as e:
+        print(f"not promoted: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+_COMMANDS = {"score": _score, "review": _review, "evaluate": _evaluate, "compare": _compare, "promote": _promote,
+             "rollback": _rollback, "serve": _serve}

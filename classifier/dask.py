@@ -2,12 +2,16 @@
 
 Two ways in, one scoring function (:func:`classifier.batch.score_rows`):
 
-* :func:`score_logs` (``python -m classifier score ... --dask``) makes each
-  input file one partition. A worker reads it with the local command's
-  reader (:func:`classifier.batch.read_stream`), scores it with the local
-  command's loop (:func:`classifier.batch.run_batch`) and writes one output
-  file into the output folder, so the outputs, concatenated in name order,
-  are the local command's output.
+* :func:`score_logs` (``python -m classifier score ... --dask``) splits each
+  plain JSONL input larger than the block size into byte-range blocks on line
+  boundaries (``dask.bytes.read_bytes(..., delimiter=b"\n")``); a ``.gz`` or
+  CSV file (a quoted field may hold a newline) is one block. A worker reads
+  a block with the local command's reader (:func:`classifier.batch.read_stream`,
+  numbering its lines from where the block starts in its file), scores it
+  with the local command's loop (:func:`classifier.batch.run_batch`) and
+  writes one output file into the output folder, so the outputs,
+  concatenated in name order, are the local command's output (for JSONL;
+  each CSV output file has its own header).
 * :func:`score_frame` adds the score columns to a Dask DataFrame, lazily.
 
 Tasks carry the model's path, never the model: each worker process loads a
@@ -17,6 +21,7 @@ every partition after. Needs the ``dask`` extra: ``pip install -e '.[dask]'``.
 
 import contextlib
 import glob
+import io
 import json
 import os
 import posixpath
@@ -39,6 +44,8 @@ __all__ = ["score_frame", "score_logs", "score_files", "SUMMARY_FILE"]
 
 #: Written into the output folder last, once every partition is done.
 SUMMARY_FILE = "_summary.json"
+#: Plain JSONL inputs larger than this are split into blocks of about this size.
+BLOCKSIZE = "2MiB"
 
 # --- the model, once per worker process ------------------------------------
 
@@ -122,13 +129,19 @@ def _score_pandas(pdf, text_field, model_path):
 
 
 def score_logs(inputs, output, *, client, model_path=None, input_format=None, output_format="jsonl",
-               text_field="text", id_field="id", only_flagged=False, summary=None, encoding=None, csv_escape=True):
-    """Score log files on a Dask cluster: one partition and one output file per input file.
+               text_field="text", id_field="id", only_flagged=False, summary=None, encoding=None, csv_escape=True,
+               blocksize=BLOCKSIZE, evidence=True):
+    """Score log files on a Dask cluster: one partition and one output file per block of an input file.
 
-    Output file ``i`` is named ``{i:05d}-{input name}.jsonl`` (or ``.csv``), so
-    the files in name order hold the local command's output for the same
-    inputs. ``_summary.json`` is written last. A worker that dies costs its
-    partition a retry (Dask's ``distributed.scheduler.allowed-failures``).
+    A plain JSONL file larger than ``blocksize`` is split into blocks of about
+    that size on line boundaries; any other input is one block. Output file
+    ``k`` (counting the blocks of all inputs in order) is named
+    ``{k:05d}-{input name}.jsonl`` (or ``.csv``; ``-{b}of{n}`` added for the
+    blocks of a split file), so the files in name order hold the local
+    command's output for the same inputs, rows in input order.
+    ``_summary.json`` is written last; its totals are the local command's.
+    A worker that dies costs its partition a retry (Dask's
+    ``distributed.scheduler.allowed-failures``).
 
     Parameters
     ----------
@@ -139,35 +152,59 @@ def score_logs(inputs, output, *, client, model_path=None, input_format=None, ou
     output : str
         A folder, new or empty, that the workers can write to.
     client : distributed.Client
-    model_path, input_format, text_field, id_field, only_flagged, encoding, csv_escape
-        As for the local command (``--encoding``, ``--no-csv-escape``).
+    model_path, input_format, text_field, id_field, only_flagged, encoding, csv_escape, evidence
+        As for the local command (``--encoding``, ``--no-csv-escape``, ``--no-evidence``).
     output_format : {"jsonl", "csv"}
+    blocksize : int or str
+        Bytes (``"2MiB"``) per block of a split file.
     summary : classifier.batch.Summary, optional
         Gains the counts of every partition written (the command prints its line).
 
     Returns
     -------
     dict
-        The local command's summary counts, plus ``partitions`` (per input:
-        its output and counts) and ``failed`` (inputs whose partition could
-        not be written, with the reason; empty when all were).
+        The local command's summary counts, plus ``partitions`` (per block:
+        its input, output and counts) and ``failed`` (inputs whose partition
+        could not be written, with the reason; empty when all were).
 
     Raises
     ------
     BatchError
         If an input is missing, its CSV header unusable, or the output folder not empty.
     """
+    _check_blocksize(blocksize)
+    from dask.utils import parse_bytes
+
+    blocksize = parse_bytes(blocksize)
     sources = _expand(inputs, input_format=input_format, encoding=encoding)
     out_fs, root = _output_folder(output)
-    width = max(5, len(str(len(sources) - 1)))
-    names = [f"{i:0{width}d}-{_stem(name)}.{output_format}" for i, (name, _) in enumerate(sources)]
+    # Per input: its blocks (delayed bytes), or None when it is read whole.
+    blocks = [_blocks(name, source, blocksize, input_format) for name, source in sources]
+    total = sum(len(b) if b else 1 for b in blocks)
+    width = max(5, len(str(total - 1)))
     options = dict(model_path=_model_arg(model_path), input_format=input_format, output_format=output_format,
                    text_field=text_field, id_field=id_field, only_flagged=only_flagged, encoding=encoding,
-                   csv_escape=csv_escape)
+                   csv_escape=csv_escape, evidence=evidence)
     run = uuid.uuid4().hex[:8]
-    futures = [client.submit(_score_file, name, source, out_fs, posixpath.join(root, out), **options,
-                             key=f"classifier-score-{run}-{i}", pure=False)
-               for i, ((name, source), out) in enumerate(zip(sources, names))]
+    futures, owners, held, k = [], [], [], 0
+    for (name, source), parts in zip(sources, blocks):
+        if not parts:
+            out = posixpath.join(root, f"{k:0{width}d}-{_stem(name)}.{output_format}")
+            futures.append(client.submit(_score_file, name, source, out_fs, out, **options,
+                                         key=f"classifier-score-{run}-{k}", pure=False))
+            owners.append(name)
+            k += 1
+            continue
+        # A block's first line number is 1 + the newlines of the blocks before it.
+        data = client.compute(parts)
+        newlines = [client.submit(_newlines, d, key=f"classifier-lines-{run}-{k + b}") for b, d in enumerate(data[:-1])]
+        held += data + newlines
+        for b, d in enumerate(data):
+            out = posixpath.join(root, f"{k:0{width}d}-{_stem(name)}-{b + 1}of{len(data)}.{output_format}")
+            futures.append(client.submit(_score_block, name, d, newlines[:b], out_fs, out, **options,
+                                         key=f"classifier-score-{run}-{k}", pure=False))
+            owners.append(name)
+            k += 1
     summary = summary if summary is not None else batch.Summary()
     parts, failed = [None] * len(futures), []
     try:
@@ -175,9 +212,9 @@ def score_logs(inputs, output, *, client, model_path=None, input_format=None, ou
             try:
                 parts[i] = future.result()
             except Exception as e:  # a partition failed as a whole (a worker killed 3 times, a full disk)
-                failed.append({"input": sources[i][0], "error": f"{type(e).__name__}: {e}"})
+                failed.append({"input": owners[i], "error": f"{type(e).__name__}: {e}"})
     finally:
-        client.cancel(futures)
+        client.cancel(futures + held)
     for part in filter(None, parts):
         _add_counts(summary, part)
     result = {**summary.as_dict(), "partitions": [p for p in parts if p], "failed": failed}
@@ -188,20 +225,45 @@ def score_logs(inputs, output, *, client, model_path=None, input_format=None, ou
     return result
 
 
+def _blocks(name, source, blocksize, input_format):
+    """The delayed byte blocks of a plain JSONL input larger than ``blocksize``, else None (read whole)."""
+    if name.endswith(".gz") or (input_format or batch._format_of(name)) == "csv":
+        return None  # gzip cannot be entered midway; a CSV record may span lines
+    if source.fs.size(source.path) <= blocksize:
+        return None
+    from dask.bytes import read_bytes
+
+    _, [parts] = read_bytes(source.fs.unstrip_protocol(source.path), delimiter=b"\n", blocksize=blocksize,
+                            sample=False)
+    return parts
+
+
+def _newlines(block):
+    return block.count(b"\n")
+
+
+def _score_block(name, block, newlines_before, out_fs, out_path, **options):
+    """On a worker: one block of a file in (its lines numbered as in the file), one output file out."""
+    first_line = 1 + sum(newlines_before)
+    return _score_file(name, contextlib.nullcontext(io.BytesIO(block)), out_fs, out_path, first_line=first_line,
+                       **options)
+
+
 def _score_file(name, source, out_fs, out_path, *, model_path, input_format, output_format, text_field, id_field,
-                only_flagged, encoding=None, csv_escape=True):
-    """On a worker: one input file in, one output file out; its counts back."""
+                only_flagged, encoding=None, csv_escape=True, evidence=True, first_line=1):
+    """On a worker: one input file (or block) in, one output file out; its counts back."""
     model = _model(model_path)
     summary = batch.Summary()
     # Written aside and moved into place whole: a retry after a worker died
     # starts afresh, and no one sees half a file under the final name.
     tmp = f"{out_path}.{uuid.uuid4().hex}.tmp"
     with source as f, out_fs.open(tmp, "w", encoding="utf-8", newline="") as stream:
-        rows = batch.read_stream(f, name, input_format=input_format, encoding=encoding, stats=summary.stats)
+        rows = batch.read_stream(f, name, input_format=input_format, encoding=encoding, stats=summary.stats,
+                                 first_line=first_line)
         batch.run_batch(rows, batch.Writer(stream, output_format, csv_escape=csv_escape), summary, model=model,
-                        text_field=text_field, id_field=id_field, only_flagged=only_flagged)
+                        text_field=text_field, id_field=id_field, only_flagged=only_flagged, evidence=evidence)
     out_fs.mv(tmp, out_path)
-    return {"input": name, "output": posixpath.basename(out_path), **summary.as_dict()}
+    return {"input": name, "output": posixpath.basename(out_path), "first_line": first_line, **summary.as_dict()}
 
 
 def _add_counts(summary, part):
@@ -246,6 +308,17 @@ def _expand(inputs, *, input_format=None, encoding=None):
             compression = "gzip" if name.endswith(".gz") else None  # as the local command: .gz only
             sources.append((name, OpenFile(fs, path, mode="rb", compression=compression)))
     return sources
+
+
+def _check_blocksize(blocksize):
+    from dask.utils import parse_bytes
+
+    try:
+        size = parse_bytes(blocksize)
+    except (ValueError, TypeError):
+        raise batch.BatchError(f"--blocksize {blocksize}: not a size (e.g. 2MiB, 500kB, 1000000)") from None
+    if size < 1:
+        raise batch.BatchError(f"--blocksize must be at least 1 byte, got {blocksize}")
 
 
 def _output_folder(output):
@@ -303,6 +376,7 @@ def score_files(args):
         raise batch.BatchError("--jobs is for local scoring; with --dask the cluster's workers do the work")
     # Quick to get wrong, slow to find out after a cluster has started: check first.
     _expand(args.inputs, input_format=args.input_format, encoding=args.encoding)
+    _check_blocksize(getattr(args, "blocksize", BLOCKSIZE))
     load(args.model)  # a clear message here, not a failure on every worker
     _output_folder(args.output)
     with _client(args.scheduler) as client:
@@ -313,7 +387,8 @@ def score_files(args):
             result = score_logs(args.inputs, args.output, client=client, model_path=args.model,
                                 input_format=args.input_format, output_format=args.format or "jsonl",
                                 text_field=args.text_field, id_field=args.id_field, only_flagged=args.only_flagged,
-                                summary=summary, encoding=args.encoding, csv_escape=args.csv_escape)
+                                summary=summary, encoding=args.encoding, csv_escape=args.csv_escape,
+                                blocksize=getattr(args, "blocksize", BLOCKSIZE), evidence=getattr(args, "evidence", True))
         except KeyboardInterrupt:
             print(f"interrupted; {args.output} holds the partitions finished so far, and no {SUMMARY_FILE}",
                   file=sys.stderr)

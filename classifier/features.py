@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.utils.validation import check_is_fitted
 
-from .normalize import Normalized, normalize
+from .normalize import TOOL_NAMES, Normalized, normalize
 from .tokenize import Reading, Tokenizer
 
 __all__ = ["Doc", "TextReader", "TextFeatures", "check_texts", "word_analyzer", "char_analyzer"]
@@ -98,18 +98,30 @@ def _docs(X, caller):
     return X
 
 
-def word_analyzer(ngram_max):
+#: What contact tools become with ``tool_classes``: LINE, Chatwork, Telegram, Zoom … teach one another.
+TOOL_CLASS = "<tool>"
+_TOOL_NAMES = frozenset(TOOL_NAMES)
+
+
+def lemmas(doc, tool_classes=False):
+    """The lemmas a Doc's word features are made of; with ``tool_classes`` each contact tool's name is TOOL_CLASS."""
+    out = doc.reading.lemmas()
+    return [TOOL_CLASS if lemma in _TOOL_NAMES else lemma for lemma in out] if tool_classes else out
+
+
+def word_analyzer(ngram_max, tool_classes=False):
     """The lemma n-grams of a Doc, as ``TfidfVectorizer(analyzer=...)`` wants them."""
-    return _WordAnalyzer(ngram_max)
+    return _WordAnalyzer(ngram_max, tool_classes)
 
 
 class _WordAnalyzer:
     # A class, not a closure, so that a vectorizer holding it pickles (joblib workers).
-    def __init__(self, ngram_max):
+    def __init__(self, ngram_max, tool_classes=False):
         self.ngram_max = ngram_max
+        self.tool_classes = tool_classes
 
     def __call__(self, doc):
-        return list(_ngrams(doc.reading.lemmas(), (1, self.ngram_max), " ".join))
+        return list(_ngrams(lemmas(doc, self.tool_classes), (1, self.ngram_max), " ".join))
 
 
 # scikit-learn's char analyzer reads runs of two or more whitespace characters as one space.
@@ -173,6 +185,10 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         Character n-grams, at most 3 long (they are coded as 64-bit numbers).
     min_df : int
         Least number of documents a term must occur in.
+    tool_classes : bool
+        Word features read every contact tool's name (normalised: line,
+        chatwork, zoom …) as one class, so that what one tool teaches holds
+        for the others; the character n-grams still see which tool it was.
 
     Attributes
     ----------
@@ -183,14 +199,15 @@ class TextFeatures(TransformerMixin, BaseEstimator):
     n_words_ : int
     """
 
-    def __init__(self, *, word_ngram_max=2, char_ngram_range=(1, 3), min_df=2):
+    def __init__(self, *, word_ngram_max=2, char_ngram_range=(1, 3), min_df=2, tool_classes=False):
         self.word_ngram_max = word_ngram_max
         self.char_ngram_range = char_ngram_range
         self.min_df = min_df
+        self.tool_classes = tool_classes
 
     def _vectorizers(self):
         common = dict(sublinear_tf=True, min_df=self.min_df, lowercase=False, dtype=np.float64)
-        words = TfidfVectorizer(analyzer=word_analyzer(self.word_ngram_max), **common)
+        words = TfidfVectorizer(analyzer=word_analyzer(self.word_ngram_max, self.tool_classes), **common)
         chars = TfidfVectorizer(analyzer="char", preprocessor=None, ngram_range=tuple(self.char_ngram_range), **common)
         return words, chars
 
@@ -220,9 +237,9 @@ class TextFeatures(TransformerMixin, BaseEstimator):
 
     def lookups(self):
         """(word vocabulary dict, char table) built from the fitted arrays, cached."""
-        check_is_fitted(self, "words_")
         tables = getattr(self, "_tables", None)
-        if tables is None or tables[0] is not self.words_:
+        if tables is None or tables[0] is not getattr(self, "words_", None):
+            check_is_fitted(self, "words_")
             word_vocabulary = {t: i for i, t in enumerate(self.words_.tolist())}
             tables = (self.words_, word_vocabulary, _char_table(self.chars_.tolist(), self.char_ngram_range))
             self._tables = tables
@@ -236,26 +253,27 @@ class TextFeatures(TransformerMixin, BaseEstimator):
     def word_ids(self, doc):
         """Feature number of each lemma n-gram of a Doc (-1 if not in the vocabulary), n by n, each by position."""
         vocabulary, _ = self.lookups()
-        lemmas = doc.reading.lemmas()
-        hi = self.word_ngram_max
-        count = sum(max(len(lemmas) - n + 1, 0) for n in range(1, hi + 1))
-        return np.fromiter(map(vocabulary.get, _ngrams(lemmas, (1, hi), " ".join), repeat(-1)), dtype=np.intp, count=count)
+        return _word_ids(doc, vocabulary, self.word_ngram_max, getattr(self, "tool_classes", False))
 
     def transform(self, X):
         docs = _docs(X, "transform")
-        check_is_fitted(self, "words_")
+        vocabulary, table = self.lookups()  # (checks the step is fitted)
         n = len(docs)
-        word_ids = [self.word_ids(doc) for doc in docs]
+        hi, tool_classes = self.word_ngram_max, getattr(self, "tool_classes", False)
+        word_ids = [_word_ids(doc, vocabulary, hi, tool_classes) for doc in docs]
         rows = np.repeat(np.arange(n), [len(ids) for ids in word_ids])
         cols = np.concatenate(word_ids) if n else np.zeros(0, dtype=np.intp)
         known = cols >= 0
-        words = _tfidf(rows[known], cols[known], n, self.word_idf_)
-        texts = [char_analyzer(doc) for doc in docs]
-        rows, cols = _char_hits(texts, self.lookups()[1])
-        chars = _tfidf(rows, cols, n, self.char_idf_)
-        X = sp.hstack([words, chars], format="csr")
-        X.indices, X.indptr = X.indices.astype(np.int32, copy=False), X.indptr.astype(np.int32, copy=False)
-        return X
+        char_rows, char_cols = _char_hits([char_analyzer(doc) for doc in docs], table)
+        n_words = len(self.word_idf_)
+        return _tfidf_halves(np.concatenate([rows[known], char_rows]), np.concatenate([cols[known], char_cols + n_words]),
+                             n, n_words, np.concatenate([self.word_idf_, self.char_idf_]))
+
+
+def _word_ids(doc, vocabulary, hi, tool_classes):
+    seq = lemmas(doc, tool_classes)
+    count = sum(max(len(seq) - n + 1, 0) for n in range(1, hi + 1))
+    return np.fromiter(map(vocabulary.get, _ngrams(seq, (1, hi), " ".join), repeat(-1)), dtype=np.intp, count=count)
 
 
 def _terms(vocabulary):
@@ -292,6 +310,28 @@ def _char_hits(texts, table):
         rows.append(owner[at[inside]])
         cols.append(ids[inside])
     return np.concatenate(rows), np.concatenate(cols)
+
+
+def _tfidf_halves(rows, cols, n_rows, n_words, idf):
+    """The rows of ``_tfidf`` of the word columns (< n_words) and of the char columns, side by side, in one pass.
+
+    Each half is l2-normalised on its own, with the same floating-point
+    operations in the same order as ``_tfidf`` on it alone, so the values are
+    the same to the last bit (``tests/test_speed_paths.py``).
+    """
+    width = len(idf)
+    keys, counts = np.unique(rows.astype(np.int64) * width + cols, return_counts=True)
+    row = keys // width
+    indices = (keys - row * width).astype(np.int32)
+    data = (np.log(counts.astype(np.float64)) + 1.0) * idf[indices]
+    group = row * 2 + (indices >= n_words)
+    sums = np.bincount(group, weights=data**2, minlength=2 * n_rows)
+    data /= np.sqrt(sums)[group]
+    indptr = np.zeros(n_rows + 1, dtype=np.int32)
+    np.cumsum(np.bincount(row, minlength=n_rows), out=indptr[1:])
+    X = sp.csr_matrix((data, indices, indptr), shape=(n_rows, width))
+    X.has_sorted_indices = True
+    return X
 
 
 def _tfidf(rows, cols, n_rows, idf):

@@ -23,7 +23,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-__all__ = ["Normalized", "normalize", "PLACEHOLDERS", "MAX_CHARS"]
+__all__ = ["Normalized", "normalize", "PLACEHOLDERS", "MAX_CHARS", "TOOL_NAMES"]
 
 #: Normalised texts longer than this keep their head and tail only: scam
 #: messages are short, and both ends are where padding would hide one.
@@ -297,6 +297,8 @@ def _tool_pattern(latin, hiragana, katakana):
 
 
 _TOOL_PATTERNS = [(name, _tool_pattern(*forms)) for name, *forms in _TOOLS]
+#: The one form each contact tool is written in after normalisation.
+TOOL_NAMES = tuple(name for name, *_ in _TOOLS)
 
 
 def _tool_heads(latin, hiragana, katakana):

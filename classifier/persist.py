@@ -201,7 +201,13 @@ def load_model(directory):
         untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in TRUSTED]
         if untrusted:
             raise ModelLoadError(f"{path} holds types this code does not trust: {untrusted}")
-        pipeline = skops.io.load(path, trusted=TRUSTED)
+        with warnings.catch_warnings():
+            # scikit-learn warns on any version other than the one that saved the model; here the
+            # tested range (_check_versions) and the canaries decide instead.
+            from sklearn.exceptions import InconsistentVersionWarning
+
+            warnings.simplefilter("ignore", InconsistentVersionWarning)
+            pipeline = skops.io.load(path, trusted=TRUSTED)
     except ModelLoadError:
         raise
     except Exception as e:  # a corrupt or foreign file, whatever skops raised

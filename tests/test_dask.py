@@ -311,3 +311,41 @@ def test_without_dask_the_error_names_the_extra(tmp_path):
     assert "install it with `pip install -e '.[dask]'`" in proc.stdout.decode()
     assert "error: classifier.dask needs Dask" in proc.stderr.decode() and "pip install -e '.[dask]'" in proc.stderr.decode()
     assert "Traceback" not in proc.stderr.decode()
+
+
+def test_one_file_split_into_blocks_gives_exactly_the_local_rows(client, tmp_path):
+    # Bad lines, blank lines and lines without an id (numbered by line) all through the
+    # file, a BOM at its start, no newline at its end: every block numbers its lines as
+    # the whole file does, and the blocks in name order are the local output.
+    lines = []
+    for i in range(60):
+        lines.append(MIXED_JSONL[i % 12] if i % 5 == 0 else json.dumps(_messages(i + 1, "s")[i], ensure_ascii=False).encode())
+        if i % 7 == 0:
+            lines.append(json.dumps({"text": TEXTS[i % len(TEXTS)]}, ensure_ascii=False).encode())
+    log = tmp_path / "big.jsonl"
+    log.write_bytes(b"\xef\xbb\xbf" + b"\n".join(lines))
+    local = _local([str(log)], tmp_path / "local.jsonl")
+    result = _within(DEADLINE, score_logs, [str(log)], str(tmp_path / "out"), client=client, blocksize=600)
+    parts = _partitions(tmp_path / "out")
+    n = len(parts)
+    assert n >= 5 and [p.name for p in parts] == [f"{k:05d}-big-{k + 1}of{n}.jsonl" for k in range(n)]
+    assert b"".join(p.read_bytes() for p in parts) == local
+    rows = read_jsonl(local.decode())
+    assert len({r["id"] for r in rows}) == len(rows)  # line-numbered ids did not restart in a block
+    summary = json.loads((tmp_path / "out" / SUMMARY_FILE).read_text(encoding="utf-8"))
+    assert summary["rows_read"] == len(rows) and result["failed"] == []
+    assert summary["rows_with_errors"] == sum("error" in r for r in rows) > 0
+    assert summary["blank_lines_skipped"] == sum(1 for line in lines if not line.strip())
+    for label in LABELS:
+        assert summary["flagged"][label] == sum(label in r.get("flagged", ()) for r in rows)
+    # Each block starts at a line of its own.
+    assert len({p["first_line"] for p in summary["partitions"]}) == n
+
+
+def test_a_gzip_or_small_file_stays_one_block(client, tmp_path):
+    log = tmp_path / "big.jsonl.gz"
+    log.write_bytes(gzip.compress(_jsonl_bytes(_messages(40, "z"))))
+    local = _local([str(log)], tmp_path / "local.jsonl")
+    _within(DEADLINE, score_logs, [str(log)], str(tmp_path / "out"), client=client, blocksize=100)
+    [part] = _partitions(tmp_path / "out")
+    assert part.name == "00000-big.jsonl" and part.read_bytes() == local

@@ -437,3 +437,15 @@ def test_a_decision_flips_a_label_and_the_retrained_card_records_it(work, tmp_pa
     before = classifier.load(work["good_model"]).predict_proba([text])[0, 1]
     after = classifier.load(out).predict_proba([text])[0, 1]
     assert after > before
+
+
+def test_compare_and_promote_commands(work, deployed, tmp_path, capsys):
+    candidate = tmp_path / "candidate"
+    shutil.copytree(work["worse_model"], candidate)
+    assert main(["compare", str(candidate), "--against", str(deployed), "--eval", str(work["eval"])]) == 0
+    assert (candidate / "COMPARISON.md").is_file() and "held-out" in capsys.readouterr().out
+    # The worse model does not pass the gate: refused, status 1, the deployed model untouched.
+    assert main(["promote", str(candidate), "--to", str(deployed), "--eval", str(work["eval"])]) == 1
+    assert _sha(deployed) == _sha(work["good_model"])
+    assert main(["promote", str(candidate), "--to", str(deployed), "--eval", str(work["eval"]), "--force-promote"]) == 0
+    assert _sha(deployed) == _sha(work["worse_model"]) and _sha(previous_path(deployed)) == _sha(work["good_model"])

@@ -162,3 +162,23 @@ def test_a_label_with_one_class_is_refused(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "peer_pressure: 0 positives" in proc.stderr
     assert not (tmp_path / "m").exists()
+
+
+def test_training_checks_its_data_before_it_starts(tmp_path):
+    import time
+
+    (tmp_path / "written").mkdir()
+    write_jsonl(tmp_path / "written" / "one_writer.jsonl",
+                [{"text": t, "off_platform": a, "peer_pressure": b, "source": "written:one_writer"} for t, a, b in FOREIGN])
+    started = time.monotonic()
+    with pytest.raises(DataError, match="writer groups in the data, fewer than the 5 folds"):
+        train([tmp_path], tmp_path / "m", progress=False)
+    assert time.monotonic() - started < 30 and not (tmp_path / "m").exists()
+
+
+def test_an_unwritable_output_is_refused_before_training(tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", [{"text": t, "off_platform": a, "peer_pressure": b} for t, a, b in FOREIGN])
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(DataError, match="cannot write the model beside"):
+        train([data], blocker / "model", progress=False)

@@ -1,0 +1,92 @@
+"""The fast paths give what the reference paths give, to the last bit."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from classifier import batch
+from classifier.features import _char_hits, _tfidf, char_analyzer
+from conftest import ON_PLATFORM, ROOT, read_jsonl
+
+SCAMS = [
+    "LINEのIDを送るのでそちらで詳しくお話ししましょう。他の方はもう追加済みです。",
+    "ら い ん で連絡ください。ID: taro_0000 手数料がもったいないので直接契約で。",
+    "メールは taro＠example。com です。こちらのほうが早いです",
+]
+
+
+def _texts():
+    rows = read_jsonl((ROOT / "data" / "written" / "e_adversarial.jsonl").read_text(encoding="utf-8"))
+    return [r["text"] for r in rows[:200]] + SCAMS + ON_PLATFORM + ["", " ", "<email>", "a" * 3000]
+
+
+def _reference_features(features, docs):
+    """TextFeatures.transform as it was: each half by _tfidf, then scipy's hstack."""
+    n = len(docs)
+    ids = [features.word_ids(doc) for doc in docs]
+    rows = np.repeat(np.arange(n), [len(i) for i in ids])
+    cols = np.concatenate(ids)
+    known = cols >= 0
+    words = _tfidf(rows[known], cols[known], n, features.word_idf_)
+    rows, cols = _char_hits([char_analyzer(doc) for doc in docs], features.lookups()[1])
+    chars = _tfidf(rows, cols, n, features.char_idf_)
+    return sp.hstack([words, chars], format="csr")
+
+
+def test_features_in_one_pass_equal_the_two_halves_stacked(model):
+    steps = model.pipeline.named_steps
+    docs = steps["read"].transform(_texts())
+    fast, reference = steps["features"].transform(docs), _reference_features(steps["features"], docs)
+    reference.sort_indices()
+    assert fast.shape == reference.shape and fast.has_sorted_indices
+    assert np.array_equal(fast.indptr, reference.indptr) and np.array_equal(fast.indices, reference.indices)
+    assert np.array_equal(fast.data, reference.data)  # bit for bit, not approximately
+    assert fast.indices.dtype == fast.indptr.dtype == np.int32
+    one = steps["features"].transform(docs[:1])
+    assert np.array_equal(one.toarray(), fast[:1].toarray())
+
+
+def test_no_evidence_gives_the_same_scores_without_spans(model):
+    texts = _texts()
+    full, bare = model.score(texts), model.score(texts, evidence=False)
+    assert any(r["evidence"] for r in full)
+    assert all(r["evidence"] == [] for r in bare)
+    assert [{k: v for k, v in r.items() if k != "evidence"} for r in full] == \
+           [{k: v for k, v in r.items() if k != "evidence"} for r in bare]
+
+
+def _log(tmp_path, texts):
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n" for i, t in enumerate(texts)),
+                   encoding="utf-8")
+    return log
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_jobs_2_writes_what_jobs_1_writes(model, tmp_path, fmt):
+    # Workers forked with the parent's model; for JSONL they write the lines themselves.
+    rows = [batch.Row(i + 1, {"id": i, "text": t}) for i, t in enumerate(_texts() * 3)]
+    rows.insert(5, batch.Row(6, error="line 6 is not JSON"))
+    outs = []
+    for jobs in (1, 2):
+        out, summary = io.StringIO(), batch.Summary()
+        assert batch.run_batch(iter(rows), batch.Writer(out, fmt), summary, model=model, jobs=jobs,
+                               chunk_size=64, only_flagged=True) is None
+        outs.append((out.getvalue(), summary.read, summary.scored, summary.errors, dict(summary.flagged)))
+    assert outs[0] == outs[1]
+    assert outs[0][3] >= 1 and outs[0][1] == len(rows)
+
+
+def test_no_evidence_on_the_command_line(tmp_path):
+    from classifier.cli import main
+
+    log = _log(tmp_path, SCAMS + ON_PLATFORM)
+    assert main(["score", str(log), "-o", str(tmp_path / "full.jsonl")]) == 0
+    assert main(["score", str(log), "-o", str(tmp_path / "bare.jsonl"), "--no-evidence", "--jobs", "2"]) == 0
+    full = read_jsonl(tmp_path / "full.jsonl")
+    bare = read_jsonl(tmp_path / "bare.jsonl")
+    assert any(r["evidence"] for r in full) and all(r["evidence"] == [] for r in bare)
+    assert [{**r, "evidence": []} for r in full] == bare
