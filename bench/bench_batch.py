@@ -1,30 +1,44 @@
-"""Benchmark: batch scoring against bare MeCab, on one large log.
+"""Benchmark: scoring speed and memory against bare MeCab, on two message mixes, in one run.
 
-    python bench/bench_batch.py                  # 50,000 messages cycled from the written corpus
-    python bench/bench_batch.py --rows 20000 --repeat 1
+    python bench/bench_batch.py                          # 50,000 messages per mix, best of 3 (about 10 min)
+    python bench/bench_batch.py --rows 10000 --repeat 1  # a quick look (about 1 min)
+    python bench/bench_batch.py --no-dask                # without the Dask run
 
-The log cycles the texts of ``data/train/written_*.jsonl`` and
-``data/test.jsonl`` (each row with its own id and a sender) into a temporary
-JSONL file. On those same messages it measures:
+Two logs of ``--rows`` JSONL messages each (every row with its own id and a
+sender) are written to a temporary folder:
 
-* bare fugashi tokenisation: ``[w.surface for w in tagger(text)]`` over all
-  texts, the floor any scoring has to stand on;
-* ``model.predict_proba`` in batches of ``--batch`` texts;
-* ``python -m classifier score LOG -o OUT --jobs 1``, and ``--jobs 2``:
-  the real command, from start to exit (Python's start, imports and the
-  model's load and canary check included).
+* **corpus**: the written messages of ``data/written/*.jsonl`` cycled in file
+  order (about half of them solicitations, so about half are flagged);
+* **log**: the real chat of ``data/real/*.jsonl`` cycled, with about 3 %
+  solicitations (positives of ``data/written``) mixed in at random places:
+  what a platform's log looks like.
 
-Every step runs in a fresh process, so that each peak memory is its own:
-the peak resident set of that process (``ru_maxrss`` from ``os.wait4``); for
-``--jobs 2`` the peak of the summed resident sets of the command and its
-workers, sampled every 20 ms with psutil (pages the workers share with their
-parent count once per process). The in-process steps time their loop only,
-after imports and loading. CPU is user + system seconds of the process and
-the children it reaped. Each figure is the best of ``--repeat`` rounds, the
-steps interleaved, as other load on the machine only ever slows a step down.
-The two commands' outputs are checked to be byte-for-byte the same.
+On each mix, on the same messages, every step in a fresh process:
 
-The table goes to standard output and to ``--results`` (bench/results.md).
+* bare fugashi tokenisation, ``[w.surface for w in tagger(text)]`` over all
+  texts: the floor any scoring stands on, and the unit of every ratio;
+* ``model.predict_proba`` in batches of ``--batch`` texts (the loop only);
+* ``python -m classifier score LOG -o OUT`` with ``--jobs 1``, ``--jobs 1
+  --no-evidence`` and ``--jobs 2``: the real command from start to exit
+  (Python's start, imports, the model's load and canary check included),
+  and the rate the command reports itself, counted from after the model is
+  loaded ("after start-up").
+
+Then, once: ``classifier.score(one string)`` latency (p50/p99 over
+``--calls`` calls each, a ~90-character message that is flagged and one that
+is not), ``import classifier`` (best of 5 fresh interpreters), and, unless
+``--no-dask``, ``score --dask`` on the corpus log as **one** file on a
+2-worker LocalCluster (see ``bench_dask.py``).
+
+Peak memory: ``ru_maxrss`` of the step's process; for ``--jobs 2`` the peak of
+the summed resident sets (RSS) of the command and its workers, and of their
+summed proportional sets (PSS: a page shared by three processes counts a
+third in each), sampled every 50 ms. CPU: user + system seconds of the
+process and the children it reaped. Each figure is the best of ``--repeat``
+rounds, the steps interleaved, as other load only ever slows a step down.
+The commands' outputs are checked to be byte-for-byte the same across jobs.
+
+The tables go to standard output and to ``--results`` (bench/results.md).
 """
 
 import argparse
@@ -32,6 +46,7 @@ import glob
 import json
 import os
 import platform
+import random
 import re
 import subprocess
 import sys
@@ -42,28 +57,48 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = sorted(glob.glob(str(ROOT / "data" / "train" / "written_*.jsonl"))) + [str(ROOT / "data" / "test.jsonl")]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+#: ~90 characters each, as the issue's single-message figure.
+FLAGGED = ("はじめまして。記事作成のご依頼です。こちらのサイトだと手数料が高いので、詳細はLINEでお話しできればと思います。"
+           "IDはmirai_0123です。よろしくお願いします。")
+PLAIN = ("お世話になっております。先日ご依頼いただいた記事の初稿を納品いたしました。構成や表現でお気づきの点がございましたら、"
+         "どんな細かいことでもお知らせください。")
 
 
-def corpus_rows():
-    """(text, sender) of every written and test message, in file order."""
+def _rows(pattern):
     rows = []
-    for path in SOURCES:
+    for path in sorted(glob.glob(str(ROOT / pattern))):
         with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    record = json.loads(line)
-                    rows.append((record["text"], record.get("sender") or "client"))
+            rows += [json.loads(line) for line in f if line.strip()]
     return rows
 
 
-def make_log(path, n):
-    """``n`` messages cycled from the corpus, each with its own id and its sender."""
-    rows = corpus_rows()
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(n):
-            text, sender = rows[i % len(rows)]
-            f.write(json.dumps({"id": f"bench-{i}", "sender": sender, "text": text}, ensure_ascii=False) + "\n")
+def make_logs(folder, n, rate=0.03, seed=0):
+    """The two mixes as JSONL files of ``n`` rows each: {mix: path}."""
+    written = _rows("data/written/*.jsonl")
+    real = _rows("data/real/*.jsonl")
+    positives = [r for r in written if r.get("off_platform") or r.get("peer_pressure")]
+    rng = random.Random(seed)
+    mixes = {
+        "corpus": [written[i % len(written)] for i in range(n)],
+        "log": [],
+    }
+    k = 0
+    for i in range(n):
+        if rng.random() < rate:
+            mixes["log"].append(positives[rng.randrange(len(positives))])
+        else:
+            mixes["log"].append(real[k % len(real)])
+            k += 1
+    paths = {}
+    for mix, rows in mixes.items():
+        paths[mix] = os.path.join(folder, f"{mix}.jsonl")
+        with open(paths[mix], "w", encoding="utf-8") as f:
+            for i, r in enumerate(rows):
+                f.write(json.dumps({"id": f"{mix}-{i}", "sender": r.get("sender") or "client", "text": r["text"]},
+                                   ensure_ascii=False) + "\n")
+    return paths
 
 
 def read_texts(log):
@@ -73,66 +108,92 @@ def read_texts(log):
 
 # --- the in-process steps, each run in a child of its own --------------------
 
-def step_bare(texts, args):
+def step_bare(args):
     import fugashi
 
+    texts = read_texts(args.log)
     tagger = fugashi.Tagger()
     start, cpu = time.perf_counter(), time.process_time()
     for text in texts:
         [w.surface for w in tagger(text)]
-    return time.perf_counter() - start, time.process_time() - cpu
+    return {"seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu, "rows": len(texts)}
 
 
-def step_proba(texts, args):
+def step_proba(args):
     import classifier
 
+    texts = read_texts(args.log)
     model = classifier.load(args.model)
     start, cpu = time.perf_counter(), time.process_time()
     for i in range(0, len(texts), args.batch):
         model.predict_proba(texts[i : i + args.batch])
-    return time.perf_counter() - start, time.process_time() - cpu
+    return {"seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu, "rows": len(texts)}
 
 
-STEPS = {"bare": step_bare, "proba": step_proba}
+def step_single(args):
+    import classifier
+    from classifier.model import default_model
+
+    if args.model:
+        os.environ["CLASSIFIER_MODEL"] = args.model
+    default_model()
+    out = {}
+    for name, text in (("flagged", FLAGGED), ("plain", PLAIN)):
+        result = classifier.score(text)
+        assert bool(result["flagged"]) == (name == "flagged"), (name, result)
+        for _ in range(100):
+            classifier.score(text)
+        times = []
+        for _ in range(args.calls):
+            start = time.perf_counter()
+            classifier.score(text)
+            times.append(time.perf_counter() - start)
+        times.sort()
+        out[name] = {"p50": times[len(times) // 2], "p99": times[int(len(times) * 0.99)], "chars": len(text)}
+    return out
 
 
-def child_main(args):
-    texts = read_texts(args.log)
-    seconds, cpu = STEPS[args.step](texts, args)
-    print(json.dumps({"seconds": seconds, "cpu": cpu, "rows": len(texts)}))
-    return 0
+STEPS = {"bare": step_bare, "proba": step_proba, "single": step_single}
 
 
 # --- the parent ---------------------------------------------------------------
 
-def _tree_rss(pid):
+def _tree_memory(pid):
+    """(summed RSS, summed PSS) of process ``pid`` and its descendants."""
     import psutil
 
+    rss = pss = 0
     try:
-        proc = psutil.Process(pid)
-        total = proc.memory_info().rss
-        for child in proc.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
     except psutil.Error:
-        return 0
+        return 0, 0
+    for proc in procs:
+        try:
+            info = proc.memory_full_info()
+            rss += info.rss
+            pss += getattr(info, "pss", info.rss)
+        except psutil.Error:
+            pass
+    return rss, pss
+
+
+def _env():
+    # The code of this checkout, whatever is installed.
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
 
 
 def run(cmd, sample_tree=False):
-    """Run ``cmd``; its wall seconds, rusage, stdout and stderr, and the peak summed RSS of its tree."""
+    """Run ``cmd``: wall seconds, rusage, stdout, stderr, the peak summed RSS and PSS of its tree."""
     out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
-    # The code of this checkout, whatever is installed.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT, env=env)
-    peak, done = [0], threading.Event()
+    proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT, env=_env())
+    peak, done = [0, 0], threading.Event()
 
     def sample():
-        while not done.wait(0.02):
-            peak[0] = max(peak[0], _tree_rss(proc.pid))
+        while not done.wait(0.05):
+            rss, pss = _tree_memory(proc.pid)
+            peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
 
     sampler = threading.Thread(target=sample, daemon=True)
     if sample_tree:
@@ -148,99 +209,146 @@ def run(cmd, sample_tree=False):
     if proc.returncode != 0:
         sys.exit(f"failed ({proc.returncode}): {' '.join(map(str, cmd))}\n{stderr}")
     return {"seconds": seconds, "cpu": usage.ru_utime + usage.ru_stime, "maxrss": usage.ru_maxrss * 1024,
-            "tree_rss": peak[0], "stdout": stdout, "stderr": stderr}
+            "tree_rss": peak[0], "tree_pss": peak[1], "stdout": stdout, "stderr": stderr}
 
 
-def in_process(step, log, args):
-    cmd = [sys.executable, __file__, "--child", step, "--log", log, "--batch", str(args.batch)]
+def in_process(step, args, log=None):
+    cmd = [sys.executable, __file__, "--child", step, "--batch", str(args.batch), "--calls", str(args.calls)]
+    if log:
+        cmd += ["--log", log]
     if args.model:
         cmd += ["--model", args.model]
     r = run(cmd)
     inner = json.loads(r["stdout"].strip().splitlines()[-1])
-    return {"seconds": inner["seconds"], "cpu": inner["cpu"], "memory": r["maxrss"], "rate": None}
+    return {**inner, "memory": r["maxrss"], "pss": None, "rate": None}
 
 
-def command(log, out, jobs, args):
-    cmd = [sys.executable, "-m", "classifier", "score", log, "-o", out, "--jobs", str(jobs)]
+def command(log, out, jobs, args, *extra):
+    cmd = [sys.executable, "-m", "classifier", "score", log, "-o", out, "--jobs", str(jobs), *extra]
     if args.model:
         cmd += ["--model", args.model]
     r = run(cmd, sample_tree=jobs > 1)
     rate = re.findall(r"([\d.]+) messages/s", r["stderr"])
     return {"seconds": r["seconds"], "cpu": r["cpu"], "memory": r["tree_rss"] if jobs > 1 else r["maxrss"],
-            "rate": float(rate[-1]) if rate else None}
+            "pss": r["tree_pss"] if jobs > 1 else None, "rate": float(rate[-1]) if rate else None}
 
 
-def table(results, rows, batch):
-    """The Markdown table: one row per step."""
+def import_time():
+    code = "import time; t = time.perf_counter(); import classifier; print(time.perf_counter() - t)"
+    return min(float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                                    env=_env(), check=True).stdout) for _ in range(5))
+
+
+NAMES = {
+    "bare": "bare fugashi (`[w.surface for w in tagger(t)]`)",
+    "proba": "`model.predict_proba`, batches of {batch}",
+    "jobs1": "`score --jobs 1`",
+    "jobs1_noev": "`score --jobs 1 --no-evidence`",
+    "jobs2": "`score --jobs 2`",
+}
+
+
+def mix_table(results, rows, batch):
     bare = rows / results["bare"]["seconds"]
-    lines = ["| step | messages/s | × bare tokenisation | CPU s | peak memory |", "|---|---:|---:|---:|---:|"]
-    names = {
-        "bare": "bare fugashi tokenisation (`[w.surface for w in tagger(text)]`)",
-        "proba": f"`model.predict_proba`, batches of {batch}",
-        "jobs1": "`score --jobs 1`, start to exit",
-        "jobs2": "`score --jobs 2`, start to exit",
-    }
+    lines = ["| step | msgs/s start to exit | × bare | msgs/s after start-up | × bare | CPU s | peak memory |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for key, r in results.items():
         rate = rows / r["seconds"]
-        name = names[key]
-        if r["rate"] is not None:
-            name += f" (after start-up: {r['rate']:,.0f}/s)"
-        lines.append(f"| {name} | {rate:,.0f} | {rate / bare:.2f} | {r['cpu']:.1f} | {r['memory'] / 2**20:,.0f} MB |")
+        after = f"{r['rate']:,.0f} | {r['rate'] / bare:.2f}" if r["rate"] else "— | —"
+        memory = f"{r['memory'] / 2**20:,.0f} MB"
+        if r.get("pss"):
+            memory += f" RSS, {r['pss'] / 2**20:,.0f} MB PSS"
+        lines.append(f"| {NAMES[key].format(batch=batch)} | {rate:,.0f} | {rate / bare:.2f} | {after} | "
+                     f"{r['cpu']:.1f} | {memory} |")
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=50_000, help="messages in the log (default 50,000)")
-    parser.add_argument("--log", help="score this JSONL log instead of making one")
+    parser.add_argument("--rows", type=int, default=50_000, help="messages per mix (default 50,000)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; each figure is the best round's")
-    parser.add_argument("--batch", type=int, default=256, help="texts per predict_proba call (the command's chunk)")
+    parser.add_argument("--batch", type=int, default=256, help="texts per predict_proba call")
+    parser.add_argument("--calls", type=int, default=2000, help="classifier.score calls per single-message figure")
+    parser.add_argument("--mixes", default="corpus,log", help="which mixes (default corpus,log)")
+    parser.add_argument("--no-dask", dest="dask", action="store_false", help="skip the Dask run")
     parser.add_argument("--model", help="model directory (default: the shipped one)")
     parser.add_argument("--results", default=str(ROOT / "bench" / "results.md"), help="Markdown file to write")
     parser.add_argument("--child", choices=sorted(STEPS), dest="step", help=argparse.SUPPRESS)
+    parser.add_argument("--log", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.step:
-        return child_main(args)
+        print(json.dumps(STEPS[args.step](args)))
+        return 0
 
+    started = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    mixes = args.mixes.split(",")
     with tempfile.TemporaryDirectory(prefix="bench_batch.") as tmp:
-        log = args.log or os.path.join(tmp, "log.jsonl")
-        if not args.log:
-            make_log(log, args.rows)
-        rows = len(read_texts(log))
-        load_before = os.getloadavg()[0]
-        rounds = {"bare": [], "proba": [], "jobs1": [], "jobs2": []}
+        logs = make_logs(tmp, args.rows)
+        rounds = {mix: {k: [] for k in NAMES} for mix in mixes}
+        singles = []
         for r in range(args.repeat):
-            rounds["bare"].append(in_process("bare", log, args))
-            rounds["proba"].append(in_process("proba", log, args))
-            outs = [os.path.join(tmp, f"jobs{j}.jsonl") for j in (1, 2)]
-            rounds["jobs1"].append(command(log, outs[0], 1, args))
-            rounds["jobs2"].append(command(log, outs[1], 2, args))
-            if Path(outs[0]).read_bytes() != Path(outs[1]).read_bytes():
-                sys.exit("--jobs 1 and --jobs 2 wrote different outputs")
-            print(f"round {r + 1}/{args.repeat}: " + ", ".join(f"{k} {v[-1]['seconds']:.1f} s" for k, v in rounds.items()),
-                  file=sys.stderr)
-        results = {k: min(v, key=lambda x: x["seconds"]) for k, v in rounds.items()}
+            for mix in mixes:
+                log, got = logs[mix], rounds[mix]
+                got["bare"].append(in_process("bare", args, log))
+                got["proba"].append(in_process("proba", args, log))
+                outs = {j: os.path.join(tmp, f"{mix}-jobs{j}.jsonl") for j in (1, 2)}
+                got["jobs1"].append(command(log, outs[1], 1, args))
+                got["jobs1_noev"].append(command(log, os.path.join(tmp, "noev.jsonl"), 1, args, "--no-evidence"))
+                got["jobs2"].append(command(log, outs[2], 2, args))
+                if Path(outs[1]).read_bytes() != Path(outs[2]).read_bytes():
+                    sys.exit(f"{mix}: --jobs 1 and --jobs 2 wrote different outputs")
+                print(f"round {r + 1}/{args.repeat} {mix}: "
+                      + ", ".join(f"{k} {v[-1]['seconds']:.1f} s" for k, v in got.items()), file=sys.stderr)
+            singles.append(in_process("single", args))
+        results = {mix: {k: min(v, key=lambda x: x["seconds"]) for k, v in rounds[mix].items()} for mix in mixes}
+        single = {name: {q: min(s[name][q] for s in singles) for q in ("p50", "p99")} for name in ("flagged", "plain")}
+        imported = import_time()
+        dask = None
+        if args.dask:
+            import bench_dask
 
-    speedup = results["jobs1"]["seconds"] / results["jobs2"]["seconds"]
-    inner = results["jobs2"]["rate"] / results["jobs1"]["rate"]
+            mix = mixes[0]
+            dask = bench_dask.measure(logs[mix], os.path.join(tmp, f"{mix}-jobs1.jsonl"), os.path.join(tmp, "dask"),
+                                      repeat=args.repeat, model=args.model, jobs1=results[mix]["jobs1"])
+            dask["mix"] = mix
+
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "classifier"], capture_output=True, text=True, cwd=ROOT).stdout
     header = (
-        f"{rows:,} messages cycled from the written corpus and the test split; best of {args.repeat} rounds; "
-        f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), load average {load_before:.1f} before, "
+        f"{args.rows:,} messages per mix; best of {args.repeat} rounds; {os.cpu_count()} cores "
+        f"({platform.processor() or platform.machine()}), load average {load_before:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after; Python {platform.python_version()}; commit {commit}"
-        f"{' with uncommitted changes to classifier/' if dirty else ''}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC."
+        f"{' with uncommitted changes to classifier/' if dirty else ''}; "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; the run took {(time.perf_counter() - started) / 60:.1f} min."
     )
-    body = (
-        f"{header}\n\n{table(results, rows, args.batch)}\n\n`--jobs 2` is {speedup:.2f}× as fast as `--jobs 1` "
-        f"({inner:.2f}× after start-up). "
-        "Peak memory: the step's own process (`ru_maxrss`); for `--jobs 2` the summed resident sets of the "
-        "command and its two workers (sampled every 20 ms). The commands' figures include starting Python and "
-        "loading the model; in brackets, the rate the command reports itself, from after the model is loaded.\n\n"
-        f"Rerun: `python bench/bench_batch.py --rows {args.rows} --repeat {args.repeat}`\n"
+    parts = [header]
+    titles = {"corpus": "Corpus mix (written messages cycled, about half flagged)",
+              "log": "Realistic log (real chat with about 3 % solicitations)"}
+    for mix in mixes:
+        res = results[mix]
+        speedup = res["jobs2"]["rate"] / res["jobs1"]["rate"]
+        parts.append(f"## {titles[mix]}\n\n{mix_table(res, args.rows, args.batch)}\n\n"
+                     f"`--jobs 2` after start-up: {speedup:.2f}× `--jobs 1` "
+                     f"({res['jobs1']['seconds'] / res['jobs2']['seconds']:.2f}× start to exit).")
+    parts.append(
+        "## One message, start-up\n\n| | p50 | p99 |\n|---|---:|---:|\n"
+        + "".join(f"| `classifier.score(one {len(text)}-character string)`, {name} | {single[name]['p50'] * 1e3:.2f} ms | "
+                  f"{single[name]['p99'] * 1e3:.2f} ms |\n" for name, text in (("flagged", FLAGGED), ("plain", PLAIN)))
+        + f"\n`import classifier`: {imported * 1e3:.0f} ms (best of 5 fresh interpreters)."
     )
+    if dask:
+        parts.append(f"## Dask, one file\n\n{bench_dask.report(dask, args.rows)}")
+    parts.append(
+        "Peak memory: the step's own process (`ru_maxrss`); for `--jobs 2` the summed resident sets (RSS) and "
+        "proportional sets (PSS, shared pages split between the processes sharing them) of the command and its "
+        "workers, sampled every 50 ms. \"Start to exit\" includes starting Python and loading the model; "
+        "\"after start-up\" is the rate the command reports itself, from after the model is loaded.\n\n"
+        f"Rerun: `python bench/bench_batch.py --rows {args.rows} --repeat {args.repeat}`"
+    )
+    body = "\n\n".join(parts) + "\n"
     print(body)
-    Path(args.results).write_text("# Batch scoring benchmark\n\n" + body, encoding="utf-8")
+    Path(args.results).write_text("# Scoring benchmark\n\n" + body, encoding="utf-8")
     return 0
 
 

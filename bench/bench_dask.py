@@ -1,109 +1,128 @@
-"""Benchmark: one large log scored by ``--jobs 2`` and by a LocalCluster of 2 workers.
+"""Benchmark: ``score --dask`` on ONE large file, on a 2-worker LocalCluster.
 
-    python bench/bench_dask.py                    # a 20,000-message log made from data/samples
-    python bench/bench_dask.py --log big.jsonl    # an existing log (e.g. the one bench_batch.py uses)
+    python bench/bench_dask.py --log big.jsonl          # standalone (compares with `score --jobs 1` on it)
+    (bench_batch.py runs it on its corpus log and puts it in results.md)
 
-Both runs are the real command in a fresh process, timed from start to exit,
-so both pay for starting Python and loading the model; the command's own
-messages/s (from its summary line: reading, scoring and writing, after the
-model is loaded in the command's process) is printed beside. The Dask run gets the
-same rows split into ``--parts`` files (one file is one partition: a single
-file would keep one worker busy and the other idle) and connects to a cluster
-started beforehand (timed on its own): "fresh" is its first run, whose
-workers import the package and load the model, "warm" a second run on it.
-Each figure is the best of ``--repeat`` rounds, the three runs interleaved,
-as other load on the machine only ever slows a run down. The outputs are
-checked to be the same rows before any figure is printed.
+The file is given as it is: the command splits it into byte-range blocks on
+line boundaries (``--blocksize``), so both workers have work. The cluster is
+started beforehand (timed on its own) and the command connects to it with
+``--scheduler``: "fresh" is its first run, whose workers import the package
+and load the model, "warm" a second run on the same cluster. Each worker's
+CPU seconds during the fresh run show whether both were busy. The output
+files, concatenated in name order, must be the local ``--jobs 1`` output
+byte for byte, and ``_summary.json``'s totals the local command's counts.
 """
 
 import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "data" / "samples" / "messages.jsonl"
 
 
-def make_log(path, rows):
-    """``rows`` messages cycled from the sample log, each with its own id."""
-    sample = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines() if line.strip()]
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(rows):
-            f.write(json.dumps({**sample[i % len(sample)], "id": f"bench-{i}"}, ensure_ascii=False) + "\n")
-
-
-def split_log(path, folder, parts):
-    """The log's lines in ``parts`` files of consecutive lines, named in order."""
-    lines = Path(path).read_bytes().splitlines(keepends=True)
-    size = -(-len(lines) // parts)
-    folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for k in range(parts):
-        names.append(folder / f"part-{k:03d}.jsonl")
-        names[-1].write_bytes(b"".join(lines[k * size : (k + 1) * size]))
-    return [str(n) for n in names]
+def _env():
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
 
 
 def timed(args):
     """Seconds from start to exit, and the messages/s of the command's summary line."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "classifier", *args], capture_output=True, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "classifier", *args], capture_output=True, cwd=ROOT, env=_env())
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"failed: {' '.join(args)}\n{proc.stderr.decode()}")
-    return seconds, float(re.findall(r"([\d.]+) messages/s", proc.stderr.decode())[-1])
+    return {"seconds": seconds, "rate": float(re.findall(r"([\d.]+) messages/s", proc.stderr.decode())[-1])}
+
+
+def _cpu():
+    import psutil
+
+    t = psutil.Process().cpu_times()
+    return t.user + t.system
+
+
+def _counts(lines):
+    counts = {"rows_read": 0, "rows_scored": 0, "rows_with_errors": 0, "flagged": {}}
+    for line in lines:
+        r = json.loads(line)
+        counts["rows_read"] += 1
+        counts["rows_with_errors" if "error" in r else "rows_scored"] += 1
+        for label in r.get("flagged", ()):
+            counts["flagged"][label] = counts["flagged"].get(label, 0) + 1
+    return counts
+
+
+def measure(log, local_out, folder, *, repeat=1, model=None, jobs1=None, blocksize="2MiB"):
+    """Fresh and warm ``--dask`` runs of ``log``; checked against ``local_out`` (the --jobs 1 output)."""
+    from distributed import Client, LocalCluster
+
+    local = Path(local_out).read_bytes()
+    expected = _counts(local.splitlines())
+    runs = {"cluster": [], "fresh": [], "warm": [], "busy": []}
+    extra = ["--blocksize", blocksize] + (["--model", model] if model else [])
+    for r in range(repeat):
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder)
+        start = time.perf_counter()
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+                Client(cluster) as client:
+            runs["cluster"].append(time.perf_counter() - start)
+            before = client.run(_cpu)
+            for name in ("fresh", "warm"):
+                out = os.path.join(folder, f"{name}-{r}")
+                runs[name].append(timed(["score", log, "--dask", "--scheduler", cluster.scheduler_address, "-o", out,
+                                         *extra]))
+                if name == "fresh":
+                    after = client.run(_cpu)
+                    runs["busy"].append(sorted(after[w] - before[w] for w in after))
+                parts = sorted(p for p in Path(out).iterdir() if p.name != "_summary.json")
+                if b"".join(p.read_bytes() for p in parts) != local:
+                    sys.exit("the Dask output differs from the local output")
+                summary = json.loads((Path(out) / "_summary.json").read_text(encoding="utf-8"))
+                got = {k: summary[k] for k in ("rows_read", "rows_scored", "rows_with_errors")}
+                got["flagged"] = {k: v for k, v in summary["flagged"].items() if v}
+                if got != expected:
+                    sys.exit(f"the Dask summary {got} differs from the local counts {expected}")
+    best = {k: min(runs[k], key=lambda x: x["seconds"]) for k in ("fresh", "warm")}
+    return {**best, "cluster": min(runs["cluster"]), "busy": runs["busy"][-1], "partitions": len(parts),
+            "jobs1": jobs1, "blocksize": blocksize, "repeat": repeat}
+
+
+def report(d, rows):
+    lines = ["| run | seconds start to exit | msgs/s | msgs/s after start-up | × `--jobs 1` (start to exit, after start-up) |",
+             "|---|---:|---:|---:|---:|"]
+    j1 = d["jobs1"]
+    lines.append(f"| `score --jobs 1` | {j1['seconds']:.1f} | {rows / j1['seconds']:,.0f} | {j1['rate']:,.0f} | 1.00, 1.00 |")
+    for name in ("fresh", "warm"):
+        r = d[name]
+        lines.append(f"| `score --dask`, {name} cluster | {r['seconds']:.1f} | {rows / r['seconds']:,.0f} | {r['rate']:,.0f} | "
+                     f"{j1['seconds'] / r['seconds']:.2f}, {r['rate'] / j1['rate']:.2f} |")
+    busy = ", ".join(f"{s:.1f}" for s in d["busy"])
+    return ("\n".join(lines) + f"\n\nOne {rows:,}-line file, split into {d['partitions']} blocks of about {d['blocksize']} "
+            f"on a 2-worker LocalCluster (started in {d['cluster']:.1f} s, not counted); the workers' CPU seconds in "
+            f"the fresh run: {busy}. Output files concatenated = the local output, byte for byte; `_summary.json` "
+            "totals = the local counts (checked every run).")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--log", help="JSONL log to score (default: make one of --rows messages)")
-    parser.add_argument("--rows", type=int, default=20_000)
-    parser.add_argument("--parts", type=int, default=8, help="files the log is split into for the Dask run")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds; each figure is the best round's")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "dask"), help="scratch folder (replaced)")
+    parser.add_argument("--log", required=True, help="JSONL log to score")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--blocksize", default="2MiB")
     args = parser.parse_args(argv)
-
-    import shutil
-
-    from distributed import Client, LocalCluster
-
-    out = Path(args.out)
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    log = args.log or str(out / "log.jsonl")
-    if not args.log:
-        make_log(log, args.rows)
-    parts = split_log(log, out / "parts", args.parts)
-    rows = sum(1 for line in Path(log).read_bytes().splitlines() if line.strip())
-
-    runs = {"local": [], "fresh": [], "warm": [], "cluster": []}
-    for r in range(args.repeat):
-        runs["local"].append(timed(["score", log, "--jobs", "2", "-o", str(out / f"local-{r}.jsonl")]))
-        start = time.perf_counter()
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-                Client(cluster):
-            runs["cluster"].append(time.perf_counter() - start)
-            for name in ("fresh", "warm"):
-                runs[name].append(timed(["score", *parts, "--dask", "--scheduler", cluster.scheduler_address,
-                                         "-o", str(out / f"{name}-{r}")]))
-        scored = sorted((out / f"fresh-{r}").glob("0*.jsonl"))
-        if b"".join(p.read_bytes() for p in scored) != (out / f"local-{r}.jsonl").read_bytes():
-            sys.exit("the Dask output differs from the local output")
-    local_s, dask_s, warm_s = (min(runs[k]) for k in ("local", "fresh", "warm"))
-    cluster_s = min(runs["cluster"])
-
-    print(f"log: {rows} messages ({log}); {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
-          f"Dask run on {args.parts} files; LocalCluster started in {cluster_s:.1f} s; best of {args.repeat}")
-    print(f"{'':32}{'end to end':>22}{'in the command':>18}  overhead (end to end, in the command)")
-    for name, (seconds, inner) in [("--jobs 2", local_s), ("Dask, 2 workers, fresh cluster", dask_s),
-                                   ("Dask, 2 workers, warm cluster", warm_s)]:
-        overhead = "" if name == "--jobs 2" else f"  {seconds / local_s[0] - 1:+.0%}, {local_s[1] / inner - 1:+.0%}"
-        print(f"{name:32}{seconds:6.1f} s {rows / seconds:7.1f} msg/s {inner:10.1f} msg/s{overhead}")
+    rows = sum(1 for line in Path(args.log).read_bytes().splitlines() if line.strip())
+    with tempfile.TemporaryDirectory(prefix="bench_dask.") as tmp:
+        local = os.path.join(tmp, "local.jsonl")
+        jobs1 = timed(["score", args.log, "-o", local])
+        d = measure(args.log, local, os.path.join(tmp, "dask"), repeat=args.repeat, jobs1=jobs1, blocksize=args.blocksize)
+    print(report(d, rows))
     return 0
 
 

@@ -895,14 +895,13 @@ def _run_parallel(rows, emit, model, model_path, jobs, text_field, id_field, chu
     initargs = (model_path, os.getpid(), evidence)
 
     def new_pool():
-        # Objects that exist now are never collected in the workers: the
-        # collector does not write to (and so copy) the pages the model shares.
-        gc.collect()
-        gc.freeze()
-        try:
-            return ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=initargs)
-        finally:
-            gc.unfreeze()
+        return ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=initargs)
+
+    # The objects that exist now (the model) are left out of the collector's
+    # passes while workers are forked (which happens on demand, at a submit):
+    # in a worker the collector never writes to, and so copies, the pages it shares.
+    gc.collect()
+    gc.freeze()
 
     def submit(pool, chunk):
         return pool.submit(_work, chunk, text_field, id_field, as_lines)
@@ -938,6 +937,7 @@ def _run_parallel(rows, emit, model, model_path, jobs, text_field, id_field, chu
                         pool = new_pool()
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+        gc.unfreeze()
         if context is not None:
             _worker_model = None
 
