@@ -7,6 +7,7 @@ fitted one is what :class:`classifier.Model` scores with.
 """
 
 import numpy as np
+from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.linear_model import LogisticRegression
@@ -74,7 +75,7 @@ class CalibratedLinear(ClassifierMixin, BaseEstimator):
         folds = StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
         return CalibratedClassifierCV(linear, method="sigmoid", cv=folds, ensemble=False)
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         y = np.asarray(y)
         if y.ndim not in (1, 2) or not len(y):
             raise ValueError(f"y must be a non-empty 1-D or 2-D array of 0/1 labels, got shape {y.shape}")
@@ -86,8 +87,8 @@ class CalibratedLinear(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"label column {k} has one class only; each label needs positives and negatives")
         self.n_labels_ = Y.shape[1] if y.ndim == 2 else None
         self.classes_ = np.arange(Y.shape[1]) if y.ndim == 2 else np.array([0, 1])
-        self.estimators_ = [self._estimator().fit(X, Y[:, k]) for k in range(Y.shape[1])]
-        self._coef = None
+        self.estimators_ = [self._estimator().fit(X, Y[:, k], sample_weight=sample_weight) for k in range(Y.shape[1])]
+        self._coef = self._ab = None
         return self
 
     def _linear(self, k):
@@ -110,10 +111,24 @@ class CalibratedLinear(ClassifierMixin, BaseEstimator):
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("_coef", None)
+        state.pop("_ab", None)
         return state
 
     def _positive(self, X):
-        return np.column_stack([est.predict_proba(X)[:, 1] for est in self.estimators_])
+        if not self.calibrate:
+            return np.column_stack([est.predict_proba(X)[:, 1] for est in self.estimators_])
+        # What each CalibratedClassifierCV.predict_proba computes (its sigmoid of the regression's decision value),
+        # for all labels in one product: the library's per-call input checks cost more than the arithmetic on one
+        # message. tests/test_pipeline.py checks the two agree.
+        d = np.asarray(X @ self.coef_.T) + self.intercept_
+        a, b = self._sigmoids()
+        return expit(-(a * d + b))
+
+    def _sigmoids(self):
+        if getattr(self, "_ab", None) is None:
+            calibrators = [est.calibrated_classifiers_[0].calibrators[0] for est in self.estimators_]
+            self._ab = (np.array([c.a_ for c in calibrators]), np.array([c.b_ for c in calibrators]))
+        return self._ab
 
     def predict_proba(self, X):
         check_is_fitted(self, "estimators_")

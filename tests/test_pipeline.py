@@ -140,3 +140,10 @@ def test_manifest_records_what_the_card_says(model):
     for label in classifier.LABELS:
         assert f"{model.thresholds[label]:.4f}" in card
     assert json.loads((ROOT / "models" / "default" / "manifest.json").read_text(encoding="utf-8"))["format_version"] == 2
+
+
+def test_the_calibrated_probabilities_are_scikit_learns(model):
+    clf = model.pipeline.named_steps["clf"]
+    X = model.pipeline[:-1].transform([t for t, _, _ in FOREIGN] + ON_PLATFORM)
+    library = np.column_stack([est.predict_proba(X)[:, 1] for est in clf.estimators_])
+    assert np.allclose(clf.predict_proba(X), library, rtol=0, atol=1e-12)
