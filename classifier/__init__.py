@@ -8,7 +8,10 @@ Importing the package is cheap: scikit-learn, MeCab and the model are loaded
 on first use.
 """
 
+from __future__ import annotations
+
 from importlib import import_module
+from typing import Any
 
 from .errors import BatchError, ClassifierError, DataError, ModelLoadError, ModelVersionWarning
 
@@ -28,7 +31,7 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def score(text_or_texts, *, evidence=True):
+def score(text_or_texts: str | list[str], *, evidence: bool = True) -> dict[str, Any] | list[dict[str, Any]]:
     """Score a text or a list of texts with the default model, loaded once per process.
 
     See :meth:`classifier.Model.score`.
@@ -38,7 +41,7 @@ def score(text_or_texts, *, evidence=True):
     return default_model().score(text_or_texts, evidence=evidence)
 
 
-def review(messages, approved=False, model=None):
+def review(messages: list, approved: bool = False, model=None) -> dict[str, Any]:
     """Recommend approve, review or deny for one off-service contact request.
 
     See :func:`classifier.recommend.review`.

@@ -92,7 +92,8 @@ def model_card(manifest):
         f"Each label is flagged from the lowest probability at which out-of-fold precision is at least {op['target_precision']} "
         f"**and** at most {op['real_chat_rate']:.1%} of the real everyday chat trained on is flagged (out of fold): the "
         "written corpus is mostly hard negatives, a real message stream mostly easy ones, and both must hold. "
-        f"The review band starts where out-of-fold recall reaches {op['review_recall']}.",
+        f"The review band starts where out-of-fold recall reaches {op['review_recall']}. In training, each line of real "
+        f"everyday chat weighs {op.get('real_chat_weight', 1)} written messages (a real stream is mostly such chat).",
         "",
         "| label | threshold | review band from |",
         "|---|---|---|",

@@ -1,9 +1,13 @@
 """The scoring API: a loaded, verified pipeline; probabilities, flags and evidence."""
 
+from __future__ import annotations
+
 import math
 import os
 import threading
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +27,7 @@ CANARY_TOLERANCE = 1e-4
 _PACKAGE = Path(__file__).resolve().parent
 
 
-def default_model_path():
+def default_model_path() -> Path:
     """Where the default model is: ``$CLASSIFIER_MODEL``; else ``models/default`` of a checkout; else the packaged copy."""
     env = os.environ.get("CLASSIFIER_MODEL")
     if env:
@@ -52,7 +56,7 @@ class Model:
         Everything training recorded about the model.
     """
 
-    def __init__(self, pipeline, manifest, path=None):
+    def __init__(self, pipeline, manifest: dict, path: Path | None = None):
         self.pipeline = pipeline
         self.manifest = manifest
         self.path = path
@@ -63,14 +67,14 @@ class Model:
     def __repr__(self):
         return f"Model(path={str(self.path)!r}, thresholds={self.thresholds})"
 
-    def predict_proba(self, texts):
+    def predict_proba(self, texts: Iterable[str]) -> np.ndarray:
         """``pipeline.predict_proba``: each label's probability, shape ``(len(texts), 2)``, columns in LABELS order."""
         texts = check_texts(texts, "predict_proba")
         if not texts:
             return np.zeros((0, len(self.labels)))
         return self.pipeline.predict_proba(texts)
 
-    def score(self, texts, *, evidence=True):
+    def score(self, texts: str | Iterable[str], *, evidence: bool = True) -> dict[str, Any] | list[dict[str, Any]]:
         """Score one text (returns a dict) or a list of texts (a list of dicts).
 
         Each dict: a probability per label, ``flagged`` (the labels at or
@@ -109,7 +113,7 @@ class Model:
         steps = self.pipeline.named_steps
         return _evidence(steps["features"], steps["clf"].coef_, self.labels, docs, X, todo)
 
-    def explain(self, text, labels=LABELS):
+    def explain(self, text: str, labels: Sequence[str] = LABELS) -> list[dict[str, Any]]:
         """Evidence spans of the original text for the given labels, strongest first."""
         unknown = [label for label in labels if label not in self.labels]
         if unknown:
@@ -118,7 +122,7 @@ class Model:
         return self._explain(docs, X, [(0, list(labels))])[0] if docs[0].text else []
 
 
-def load(path=None):
+def load(path: str | os.PathLike | None = None) -> Model:
     """Load and verify a model directory (default: :func:`default_model_path`).
 
     Raises
@@ -143,7 +147,7 @@ _default = None
 _default_lock = threading.Lock()
 
 
-def default_model():
+def default_model() -> Model:
     """The default model, loaded once per process (threads that ask at once wait for one load)."""
     global _default
     if _default is None:

@@ -57,7 +57,7 @@ def _reason(code, detail=None):
     return r
 
 
-def review(messages, approved=False, model=None):
+def review(messages: list, approved: bool = False, model=None) -> dict:
     """Recommend ``deny``, ``review`` or ``approve`` for one request.
 
     Parameters
