@@ -51,6 +51,7 @@ except ImportError:
 
 from . import batch
 from .model import LABELS, Model, load
+from .conversation import normalize_sender
 from .recommend import group_requests, review
 
 __all__ = ["create_app", "serve", "highlight", "append_decision", "read_decisions", "BackgroundServer"]
@@ -272,7 +273,8 @@ def _in_order(messages):
 
 
 def _is_client(message):
-    return message.get("sender") in (None, "", "client")
+    # As the review reads senders: any spelling of the client, and any unknown sender, is a client.
+    return normalize_sender(message.get("sender"))[0] == "client"
 
 
 class _Store:
@@ -346,7 +348,7 @@ class _Store:
         client = [m for m in req["messages"] if _is_client(m)]
         out = {}
         for m, r in zip(client, self.model.score([m["text"] for m in client]) if client else []):
-            doubts = [label for label in LABELS if label not in r["flagged"] and r[label] >= self.model.review_lower[label]]
+            doubts = r["uncertain"]  # the model's one review-band rule
             evidence = r["evidence"] + (self.model.explain(m["text"], doubts) if doubts else [])
             out[m["index"]] = {
                 "scores": {label: r[label] for label in LABELS},
