@@ -120,14 +120,16 @@ class CalibratedLinear(ClassifierMixin, BaseEstimator):
         # What each CalibratedClassifierCV.predict_proba computes (its sigmoid of the regression's decision value),
         # for all labels in one product: the library's per-call input checks cost more than the arithmetic on one
         # message. tests/test_pipeline.py checks the two agree.
-        d = np.asarray(X @ self.coef_.T) + self.intercept_
-        a, b = self._sigmoids()
+        coef_t, intercept, a, b = self._linear_parts()
+        d = np.asarray(X @ coef_t) + intercept
         return expit(-(a * d + b))
 
-    def _sigmoids(self):
+    def _linear_parts(self):
+        # Built once: scipy copies a non-contiguous dense operand on every product (coef_.T is one).
         if getattr(self, "_ab", None) is None:
             calibrators = [est.calibrated_classifiers_[0].calibrators[0] for est in self.estimators_]
-            self._ab = (np.array([c.a_ for c in calibrators]), np.array([c.b_ for c in calibrators]))
+            self._ab = (np.ascontiguousarray(self.coef_.T), self.intercept_,
+                        np.array([c.a_ for c in calibrators]), np.array([c.b_ for c in calibrators]))
         return self._ab
 
     def predict_proba(self, X):
