@@ -22,7 +22,7 @@ import numpy as np
 
 from .data import DataError, load_labelled
 from .errors import ClassifierError
-from .fsutil import _exchange, fsync_dir, recover_dir, replace_dir
+from .fsutil import recover_dir, replace_dir, swap_dirs
 from .evaluate import model_info
 from .model import LABELS, Model, default_model_path, load
 from .normalize import normalize
@@ -456,22 +456,12 @@ def rollback(target=None):
     had_target = target.exists()
     # Exchange the two directories in one step; a crash leaves both in place.
     if had_target:
-        _swap(previous, target)
+        swap_dirs(previous, target)
     else:
         replace_dir(previous, target)
     hold = had_target
     return {"target": str(target), "restored_from": str(previous), "now_previous": str(previous) if hold else None,
             "restored": {"created": restored.manifest.get("created"), "model_sha256": restored.manifest.get("model_sha256")}}
-
-
-def _swap(a, b):
-    """Exchange two directories: atomically where the file system can, else by renames recover_dir can undo."""
-    if not _exchange(a, b):
-        hold = b.with_name(f".{b.name}.old")
-        os.rename(b, hold)
-        os.rename(a, b)
-        os.rename(hold, a)
-    fsync_dir(b.parent)
 
 
 def promotion_summary(record):

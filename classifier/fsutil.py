@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["atomic_file", "replace_dir", "recover_dir", "fsync_dir", "same_file"]
+__all__ = ["atomic_file", "replace_dir", "swap_dirs", "recover_dir", "fsync_dir", "same_file"]
 
 
 def fsync_dir(path):
@@ -114,6 +114,17 @@ def replace_dir(new, target, *, keep=None):
             replace_dir(new, keep)
         else:
             shutil.rmtree(new)
+
+
+def swap_dirs(a, b):
+    """Exchange two existing directories: atomically where the file system can, else by renames :func:`recover_dir` can undo."""
+    a, b = Path(a), Path(b)
+    if not _exchange(a, b):
+        hold = b.with_name(f".{b.name}.old")
+        os.rename(b, hold)
+        os.rename(a, b)
+        os.rename(hold, a)
+    fsync_dir(b.parent)
 
 
 def recover_dir(target):
