@@ -32,7 +32,7 @@ import numpy as np
 from .errors import DataError
 from .labels import LABELS
 
-__all__ = ["SENDERS", "normalize_sender", "request_score", "band", "fit_rule", "read_conversations", "rule_card",
+__all__ = ["SENDERS", "normalize_sender", "client_text", "request_score", "band", "fit_rule", "read_conversations", "rule_card",
            "TEST_SHARE", "CLEAN_DENIED", "MARGIN"]
 
 #: Sender spellings and what they mean; anything else counts as a client and is reported.
@@ -57,6 +57,11 @@ def normalize_sender(value):
         if key in SENDERS:
             return SENDERS[key], True
     return "client", False
+
+
+def client_text(messages):
+    """The client's messages of a request read as one text (a handle split over two messages is seen whole)."""
+    return "\n".join(m["text"] for m in messages if normalize_sender(m.get("sender"))[0] == "client")
 
 
 def request_score(probs, joined, approved):
@@ -123,7 +128,7 @@ def scores(model, conversations):
     for i, c in enumerate(conversations):
         texts += [m["text"] for m in c["messages"]]
         owners += [i] * len(c["messages"])
-        joined.append("\n".join(m["text"] for m in c["messages"] if normalize_sender(m.get("sender"))[0] == "client"))
+        joined.append(client_text(c["messages"]))
     probs, joined_p, owners = model.predict_proba(texts), model.predict_proba(joined), np.array(owners)
     return np.array([request_score(probs[owners == i], joined_p[i], c["approved"])[0] for i, c in enumerate(conversations)])
 

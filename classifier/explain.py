@@ -9,7 +9,7 @@ the positive weight become spans, mapped back to the original text.
 
 import numpy as np
 
-from .features import char_ngrams, code_points
+from .features import char_occurrences
 from .normalize import PLACEHOLDER_RE
 
 __all__ = ["evidence", "MAX_SPANS"]
@@ -47,7 +47,7 @@ def evidence(features, coef, labels, docs, X, todo):
     n_words = features.n_words_
     ids = [features.word_ids(docs[i]) for i in which]
     found = _word_occurrences(ids, [docs[i].reading for i in which], bases, (1, features.word_ngram_max))
-    found += _char_occurrences(texts, lengths, features.lookups()[1], n_words)
+    found += _char_occurrences(texts, features.lookups()[1], n_words)
     owner, js, starts, ends = (np.concatenate(column) for column in zip(*found))
     sizes = ends - starts
     keep = sizes > 0  # (an empty occurrence has no characters to weigh)
@@ -120,19 +120,13 @@ def _word_occurrences(ids, readings, bases, ngram_range):
     return found
 
 
-def _char_occurrences(texts, lengths, table, offset):
+def _char_occurrences(texts, table, offset):
     """Where the vocabulary's character n-grams occur in the texts: [(text, features + offset, starts, ends)].
 
     In the texts as they are, n by n, each by position; starts and ends
     count from the first text.
     """
-    owner = np.repeat(np.arange(len(texts)), lengths)
-    found = []
-    for n, at, ids in char_ngrams(code_points("".join(texts)), table):
-        inside = owner[at] == owner[at + n - 1]  # not across two texts
-        at, ids = at[inside], ids[inside]
-        found.append((owner[at], ids + offset, at, at + n))
-    return found
+    return [(owner, ids + offset, at, at + n) for n, owner, at, ids in char_occurrences(texts, table)]
 
 
 def _places(starts, lengths):

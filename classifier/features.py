@@ -253,14 +253,13 @@ class TextFeatures(TransformerMixin, BaseEstimator):
     def word_ids(self, doc):
         """Feature number of each lemma n-gram of a Doc (-1 if not in the vocabulary), n by n, each by position."""
         vocabulary, _ = self.lookups()
-        return _word_ids(doc, vocabulary, self.word_ngram_max, getattr(self, "tool_classes", False))
+        return _word_ids(doc, vocabulary, self.word_ngram_max, self.tool_classes)
 
     def transform(self, X):
         docs = _docs(X, "transform")
         vocabulary, table = self.lookups()  # (checks the step is fitted)
         n = len(docs)
-        hi, tool_classes = self.word_ngram_max, getattr(self, "tool_classes", False)
-        word_ids = [_word_ids(doc, vocabulary, hi, tool_classes) for doc in docs]
+        word_ids = [_word_ids(doc, vocabulary, self.word_ngram_max, self.tool_classes) for doc in docs]
         rows = np.repeat(np.arange(n), [len(ids) for ids in word_ids])
         cols = np.concatenate(word_ids) if n else np.zeros(0, dtype=np.intp)
         known = cols >= 0
@@ -300,24 +299,31 @@ def _char_table(grams, ngram_range):
     return table
 
 
-def _char_hits(texts, table):
-    """(row, feature) of every vocabulary character n-gram occurrence in the texts."""
+def char_occurrences(texts, table):
+    """Per n: (text, position in the joined texts, feature) of each vocabulary n-gram lying inside one text."""
     points = code_points("".join(texts))
     owner = np.repeat(np.arange(len(texts)), [len(t) for t in texts])
-    rows, cols = [np.zeros(0, dtype=np.intp)], [np.zeros(0, dtype=np.intp)]
     for n, at, ids in char_ngrams(points, table):
         inside = owner[at] == owner[at + n - 1]  # not across two texts
-        rows.append(owner[at[inside]])
-        cols.append(ids[inside])
+        at = at[inside]
+        yield n, owner[at], at, ids[inside]
+
+
+def _char_hits(texts, table):
+    """(row, feature) of every vocabulary character n-gram occurrence in the texts."""
+    rows, cols = [np.zeros(0, dtype=np.intp)], [np.zeros(0, dtype=np.intp)]
+    for _, owner, _, ids in char_occurrences(texts, table):
+        rows.append(owner)
+        cols.append(ids)
     return np.concatenate(rows), np.concatenate(cols)
 
 
 def _tfidf_halves(rows, cols, n_rows, n_words, idf):
-    """The rows of ``_tfidf`` of the word columns (< n_words) and of the char columns, side by side, in one pass.
+    """Sublinear TF-IDF rows of the word columns (< n_words) and of the char columns, side by side, in one pass.
 
-    Each half is l2-normalised on its own, with the same floating-point
-    operations in the same order as ``_tfidf`` on it alone, so the values are
-    the same to the last bit (``tests/test_speed_paths.py``).
+    Each half is l2-normalised on its own, as two ``TfidfVectorizer`` would
+    (``tests/test_pipeline.py``; ``tests/test_speed_paths.py`` checks it bit
+    for bit against a half-by-half reference).
     """
     width = len(idf)
     keys, counts = np.unique(rows.astype(np.int64) * width + cols, return_counts=True)
@@ -332,16 +338,3 @@ def _tfidf_halves(rows, cols, n_rows, n_words, idf):
     X = sp.csr_matrix((data, indices, indptr), shape=(n_rows, width))
     X.has_sorted_indices = True
     return X
-
-
-def _tfidf(rows, cols, n_rows, idf):
-    """Rows of sublinear TF-IDF, l2-normalised, from (row, feature) occurrences."""
-    X = sp.csr_matrix((np.ones(len(rows)), (rows.astype(np.int32), cols.astype(np.int32))), shape=(n_rows, len(idf)))
-    X.sum_duplicates()
-    X.sort_indices()
-    X.data = (np.log(X.data) + 1.0) * idf[X.indices]
-    sizes = np.diff(X.indptr)
-    norms = np.sqrt(np.bincount(np.repeat(np.arange(n_rows), sizes), weights=X.data**2, minlength=n_rows))
-    X.data /= np.repeat(norms, sizes)
-    return X
-

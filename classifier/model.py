@@ -131,10 +131,11 @@ def load(path: str | os.PathLike | None = None) -> Model:
         If the directory, its manifest, its hash, its contents or its
         canary messages do not check out.
     """
+    default = path is None and not os.environ.get("CLASSIFIER_MODEL")
     path = Path(path) if path is not None else default_model_path()
     if not path.exists():
         recover_dir(path)  # a swap that crashed between its two renames (where no atomic exchange exists)
-    if not (path / "manifest.json").is_file() and path == default_model_path() and not os.environ.get("CLASSIFIER_MODEL"):
+    if default and not (path / "manifest.json").is_file():
         raise ModelLoadError(f"no default model at {path}: train one (`python -m classifier train`), "
                              "or set $CLASSIFIER_MODEL or pass --model")
     pipeline, manifest = load_model(path)

@@ -197,10 +197,10 @@ def load_model(directory):
     digest = sha256(path)
     if digest != manifest["model_sha256"]:
         raise ModelLoadError(f"{path} has sha256 {digest}, the manifest says {manifest['model_sha256']}")
+    from skops.io.exceptions import UntrustedTypesFoundException
+
     try:
-        untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in TRUSTED]
-        if untrusted:
-            raise ModelLoadError(f"{path} holds types this code does not trust: {untrusted}")
+        # skops audits every type in the file against ``trusted`` before it builds anything.
         with warnings.catch_warnings():
             # scikit-learn warns on any version other than the one that saved the model; here the
             # tested range (_check_versions) and the canaries decide instead.
@@ -208,8 +208,8 @@ def load_model(directory):
 
             warnings.simplefilter("ignore", InconsistentVersionWarning)
             pipeline = skops.io.load(path, trusted=TRUSTED)
-    except ModelLoadError:
-        raise
+    except UntrustedTypesFoundException as e:
+        raise ModelLoadError(f"{path} holds types this code does not trust: {e}") from None
     except Exception as e:  # a corrupt or foreign file, whatever skops raised
         raise ModelLoadError(f"{path} could not be read as a model: {type(e).__name__}: {e}") from None
     _check_pipeline(pipeline, path)

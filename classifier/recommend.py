@@ -17,7 +17,7 @@ lies in its review band, approve otherwise.
 
 from collections import defaultdict
 
-from .conversation import band, normalize_sender, request_score
+from .conversation import band, client_text, normalize_sender, request_score
 from .labels import LABELS
 
 __all__ = ["review", "REASONS", "group_requests"]
@@ -105,7 +105,7 @@ def review(messages: list, approved: bool = False, model=None) -> dict:
     elif not client:
         decision, reasons = "review", [_reason("no_client_messages")]
     elif rule:
-        joined = model.predict_proba(["\n".join(msgs[i]["text"] for i in client)])[0]
+        joined = model.predict_proba([client_text(msgs)])[0]
         p, where = request_score([[r[label] for label in LABELS] for r in results], joined, approved)
         decision = band(rule, p)
         if decision == "deny":

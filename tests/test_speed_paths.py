@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from classifier import batch
-from classifier.features import _char_hits, _tfidf, char_analyzer
+from classifier.features import _char_hits, char_analyzer
 from conftest import ON_PLATFORM, ROOT, read_jsonl
 
 SCAMS = [
@@ -16,6 +16,18 @@ SCAMS = [
     "ら い ん で連絡ください。ID: taro_0000 手数料がもったいないので直接契約で。",
     "メールは taro＠example。com です。こちらのほうが早いです",
 ]
+
+
+def _tfidf(rows, cols, n_rows, idf):
+    """Rows of sublinear TF-IDF, l2-normalised, from (row, feature) occurrences."""
+    X = sp.csr_matrix((np.ones(len(rows)), (rows.astype(np.int32), cols.astype(np.int32))), shape=(n_rows, len(idf)))
+    X.sum_duplicates()
+    X.sort_indices()
+    X.data = (np.log(X.data) + 1.0) * idf[X.indices]
+    sizes = np.diff(X.indptr)
+    norms = np.sqrt(np.bincount(np.repeat(np.arange(n_rows), sizes), weights=X.data**2, minlength=n_rows))
+    X.data /= np.repeat(norms, sizes)
+    return X
 
 
 def _texts():
