@@ -259,9 +259,12 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         docs = _docs(X, "transform")
         vocabulary, table = self.lookups()  # (checks the step is fitted)
         n = len(docs)
-        word_ids = [_word_ids(doc, vocabulary, self.word_ngram_max, self.tool_classes) for doc in docs]
-        rows = np.repeat(np.arange(n), [len(ids) for ids in word_ids])
-        cols = np.concatenate(word_ids) if n else np.zeros(0, dtype=np.intp)
+        # All the docs' n-grams looked up in one go: the same ids as word_ids() doc by doc.
+        seqs = [lemmas(doc, self.tool_classes) for doc in docs]
+        sizes = [_n_grams(len(seq), self.word_ngram_max) for seq in seqs]
+        grams = chain.from_iterable(_ngrams(seq, (1, self.word_ngram_max), " ".join) for seq in seqs)
+        cols = np.fromiter(map(vocabulary.get, grams, repeat(-1)), dtype=np.intp, count=sum(sizes))
+        rows = np.repeat(np.arange(n), sizes)
         known = cols >= 0
         char_rows, char_cols = _char_hits([char_analyzer(doc) for doc in docs], table)
         n_words = len(self.word_idf_)
@@ -269,10 +272,15 @@ class TextFeatures(TransformerMixin, BaseEstimator):
                              n, n_words, np.concatenate([self.word_idf_, self.char_idf_]))
 
 
+def _n_grams(length, hi):
+    """How many n-grams, n from 1 to ``hi``, a sequence of ``length`` has."""
+    return sum(max(length - n + 1, 0) for n in range(1, hi + 1))
+
+
 def _word_ids(doc, vocabulary, hi, tool_classes):
     seq = lemmas(doc, tool_classes)
-    count = sum(max(len(seq) - n + 1, 0) for n in range(1, hi + 1))
-    return np.fromiter(map(vocabulary.get, _ngrams(seq, (1, hi), " ".join), repeat(-1)), dtype=np.intp, count=count)
+    return np.fromiter(map(vocabulary.get, _ngrams(seq, (1, hi), " ".join), repeat(-1)), dtype=np.intp,
+                       count=_n_grams(len(seq), hi))
 
 
 def _terms(vocabulary):

@@ -203,13 +203,27 @@ def _trigger_pattern(pattern):
 _TRIGGERS = {}
 
 
-def _may_match(pattern, text):
-    """False when ``pattern`` cannot match ``text``: it holds none of the pattern's trigger."""
+def _trigger_of(pattern):
     known = _TRIGGERS.get(id(pattern))
     if known is None or known[0] is not pattern:
         known = _TRIGGERS[id(pattern)] = (pattern, _trigger_pattern(pattern))
-    trigger = known[1]
+    return known[1]
+
+
+def _may_match(pattern, text):
+    """False when ``pattern`` cannot match ``text``: it holds none of the pattern's trigger."""
+    trigger = _trigger_of(pattern)
     return trigger is None or trigger.search(text) is not None
+
+
+def _any_trigger(patterns):
+    """One regex for "some pattern of these may match", or None (always look).
+
+    Sound for passes run in turn: if a text holds no trigger of any of
+    them, none changes it, so none sees a text that holds one.
+    """
+    triggers = [_trigger_of(p) for p in patterns]
+    return None if None in triggers else re.compile("|".join(t.pattern for t in triggers))
 
 
 # 1. Invisible and unsafe characters. Format characters (category Cf) and
@@ -233,10 +247,49 @@ _UNSTABLE = re.compile(f"[^{_STABLE}][{_COMBINING}]*|[{_STABLE}][{_COMBINING}]+"
 
 
 def _nfkc(m):
-    s = unicodedata.normalize("NFKC", m.group())
+    return _nfkc_text(m.group())
+
+
+def _nfkc_text(s):
+    s = unicodedata.normalize("NFKC", s)
     # Marks NFKC could not compose (a line over a letter, 100k stacked
     # accents) carry nothing a reader needs: drop them.
     return "".join(c for c in s if not unicodedata.combining(c))
+
+
+_HAS_UNSTABLE = re.compile(f"[^{_STABLE}]")
+_HAS_COMBINING = re.compile(f"[{_COMBINING}]")
+#: Stands for a character whose NFKC is not one character (normalised text has no NUL).
+_NOT_ONE = "\x00"
+
+
+class _OneForOne(dict):
+    """str.translate table: each character to its NFKC if that is one character, else to _NOT_ONE; filled as met."""
+
+    def __missing__(self, code):
+        s = _nfkc_text(chr(code))
+        out = self[code] = s if len(s) == 1 else _NOT_ONE
+        return out
+
+
+_ONE_FOR_ONE = _OneForOne()
+
+
+def nfkc(norm):
+    """Step 2 on a Normalized: NFKC where it can change something, marks it leaves dropped.
+
+    Equal to ``_sub(_UNSTABLE, _nfkc, norm)``; a text whose characters map
+    one for one (the common case: full-width punctuation and digits, no
+    combining marks) is translated in one call, its offsets unchanged.
+    """
+    text = norm.text
+    if not _HAS_UNSTABLE.search(text):
+        return norm
+    if "\x00" not in text and not _HAS_COMBINING.search(text):
+        out = text.translate(_ONE_FOR_ONE)
+        if _NOT_ONE not in out:
+            return norm if out == text else Normalized(out, norm.starts, norm.ends, norm.original)
+    return _sub(_UNSTABLE, _nfkc, norm)
 
 
 # 3. Case and look-alikes: one character for one, so offsets are unchanged.
@@ -425,6 +478,14 @@ def _line_id(m):
     return m.group()
 
 
+_FIRST = (_LINE_BREAKS, _TABS, _INVISIBLE, _SPACING_VOICE)
+_LAST = (*(pattern for _, pattern in _TOOL_PATTERNS), _SPLIT_LETTERS, _KANJI_NUMBER, _KANA_NUMBER, _EMAIL, _URL,
+         _PHONE, _LINE_ID, _HANDLE, _SPACES, _BLANK_LINES)
+# Most messages need none of these passes: one search each says so.
+_ANY_FIRST = _any_trigger(_FIRST)
+_ANY_LAST = _any_trigger(_LAST)
+
+
 def normalize(text):
     """Normalise one message, keeping a map to the original offsets.
 
@@ -451,16 +512,19 @@ def normalize(text):
         norm = Normalized(text[:half] + "\n" + text[n - half:], starts, ends, text)
     else:
         norm = Normalized(text, list(range(n)), list(range(1, n + 1)), text)
-    norm = _sub(_LINE_BREAKS, "\n", norm)
-    norm = _sub(_TABS, " ", norm)
-    norm = _sub(_INVISIBLE, "", norm)
-    norm = _sub(_SPACING_VOICE, lambda m: chr(ord(m.group()) - 2), norm)
-    norm = _sub(_UNSTABLE, _nfkc, norm)
+    if _ANY_FIRST is None or _ANY_FIRST.search(norm.text):
+        norm = _sub(_LINE_BREAKS, "\n", norm)
+        norm = _sub(_TABS, " ", norm)
+        norm = _sub(_INVISIBLE, "", norm)
+        norm = _sub(_SPACING_VOICE, lambda m: chr(ord(m.group()) - 2), norm)
+    norm = nfkc(norm)
     if len(norm.text) > MAX_CHARS:
         # NFKC can expand a text 18-fold (U+FDFA): cap before the costly passes.
         norm = _head_and_tail(norm)
     if _HAS_FOLDABLE.search(norm.text):
         norm = Normalized(norm.text.translate(_FOLD), norm.starts, norm.ends, text)
+    if _ANY_LAST is not None and not _ANY_LAST.search(norm.text):
+        return _strip(norm)
     if _ANY_TOOL is None or _ANY_TOOL.search(norm.text):
         for name, pattern in _TOOL_PATTERNS:
             norm = _sub(pattern, name, norm)

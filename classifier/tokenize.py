@@ -7,7 +7,6 @@ line ends, and runs longer than ``max_piece`` are hard-split. Disguises that
 straddle a cut are already undone by normalisation, which sees the whole text.
 """
 
-import csv
 import os
 import re
 import threading
@@ -19,48 +18,17 @@ __all__ = ["Token", "Tokenizer", "Reading"]
 
 _SENTENCE_END = re.compile(r"[。！？!?\n]")
 
-# MeCab writes each token as its leading whitespace, surface and UniDic
-# features between separators that normalised text cannot hold (it has no C0
-# controls), and one regex reads a whole piece: a Python object per token
-# (fugashi's nodes and feature tuples) cost more than MeCab's own work.
-# "-O ''" sets aside the dictionary's own output format, which would
-# override --node-format; EOS is written so that fugashi's rstrip() of the
-# output cannot eat a separator.
-_FORMAT = "%pS\x1f%m\x1f%H\x1e"
-_TAGGER_ARGS = f"-O '' --node-format={_FORMAT} --unk-format={_FORMAT} --bos-format= --eos-format=EOS"
+# MeCab writes each token as its lemma (UniDic's field 7; MeCab reads the
+# CSV) and its surface, between separators that normalised text cannot hold
+# (it has no C0 controls), and one split reads a whole piece: a Python object
+# per token (fugashi's nodes and feature tuples) cost more than MeCab's own
+# work. Unknown words have no field 7 (asking for it crashes MeCab), so
+# theirs is written empty. "-O ''" sets aside the dictionary's own output
+# format, which would override --node-format; EOS is written so that
+# fugashi's rstrip() of the output cannot eat a separator.
+_FORMAT = "%f[7]\x1f%m\x1f"
+_TAGGER_ARGS = f"-O '' --node-format={_FORMAT} --unk-format=\x1f%m\x1f --bos-format= --eos-format=EOS"
 _SEPARATORS = re.compile("[\x1e\x1f]")
-# Per token: whitespace, surface, and the lemma (field 7) cut at its first
-# "-" (UniDic writes loanwords as ライン-line) when the first eight fields are
-# plain; a feature with fewer plain fields has no lemma; anything else
-# (quotes, which fugashi reads as CSV) comes back whole, to be read as
-# fugashi reads it.
-# (The seven fields are spelt out: sre runs a repeated group far slower.)
-_PLAIN = '[^,"\r\n\x1e]'
-_RECORD = re.compile(
-    "([^\x1f]*)\x1f([^\x1f]*)\x1f"
-    f"(?:{(_PLAIN + '*,') * 7}([^,\"\r\n\x1e-]*)({_PLAIN}*)(?=[,\x1e])[^\x1e]*"
-    f"|{_PLAIN}*(?:,{_PLAIN}*){{0,6}}"
-    "|([^\x1e]*))\x1e"
-)
-
-
-def _lemma(surface, head, rest, feature):
-    """The feature string of a token, as ``Tokenizer`` always defined it.
-
-    ``word.feature.lemma or surface``, cut at its first "-", where fugashi
-    splits the feature on commas, or reads it as CSV if it has a quote, and
-    pads a short one with None.
-    """
-    if head:
-        return head
-    if rest:
-        return surface  # the lemma starts with "-"
-    lemma = None
-    if feature:
-        fields = next(csv.reader([feature])) if '"' in feature else feature.split(",")
-        lemma = fields[7] if len(fields) > 7 else None
-    lemma = lemma or surface
-    return lemma.split("-", 1)[0] or surface
 
 
 class Token(NamedTuple):
@@ -86,60 +54,39 @@ def _pieces(text, start, end, max_piece):
 
 
 class Reading:
-    """MeCab's reading of one normalised text, kept to give its lemmas or its tokens.
+    """MeCab's reading of one normalised text: its tokens' lemmas and surfaces, in order.
 
-    Scoring needs the lemmas of every text and explaining needs the tokens,
-    with offsets, of the flagged ones; both come from one reading.
+    Scoring needs the lemmas of every text; explaining needs the tokens'
+    places too, for the flagged ones only: they are found on first use
+    (MeCab skips only whitespace between tokens, so each surface is the next
+    occurrence of itself).
     """
 
-    __slots__ = ("text", "pieces")
+    __slots__ = ("text", "_lemmas", "surfaces")
 
-    def __init__(self, text, pieces):
+    def __init__(self, text, lemmas, surfaces):
         self.text = text
-        #: (start, end, records): None for a placeholder, else per token
-        #: (whitespace, surface, lemma head, rest of lemma, feature) as _RECORD reads them.
-        self.pieces = pieces
+        self._lemmas = lemmas
+        #: The tokens' surfaces (a placeholder is one token).
+        self.surfaces = surfaces
 
     def lemmas(self):
-        """Feature strings for TF-IDF, as :meth:`Tokenizer.__call__` returns them."""
-        out = []
-        for start, end, records in self.pieces:
-            if records is None:
-                out.append(self.text[start:end])
-            else:
-                out += [head or _lemma(surface, head, rest, feature) for _, surface, head, rest, feature in records]
-        return out
+        """Feature strings for TF-IDF, as :meth:`Tokenizer.__call__` returns them (the list kept: do not change it)."""
+        return self._lemmas
 
     def offsets(self):
         """Where each token starts and ends in the text (two lists), as :meth:`tokens` has them."""
-        starts, ends = [], []
-        for start, end, records in self.pieces:
-            if records is None:
-                starts.append(start)
-                ends.append(end)
-                continue
-            pos = start
-            for record in records:
-                pos += len(record[0])
-                starts.append(pos)
-                pos += len(record[1])
-                ends.append(pos)
+        find, starts, ends, pos = self.text.find, [], [], 0
+        for surface in self.surfaces:
+            pos = find(surface, pos)
+            starts.append(pos)
+            pos += len(surface)
+            ends.append(pos)
         return starts, ends
 
     def tokens(self):
         """Tokens with their offsets in the text, as :meth:`Tokenizer.tokens` returns them."""
-        text, out = self.text, []
-        for start, end, records in self.pieces:
-            if records is None:
-                out.append(Token(text[start:end], text[start:end], start, end))
-                continue
-            pos = start
-            for space, surface, head, rest, feature in records:
-                pos += len(space)
-                end = pos + len(surface)
-                out.append(Token(surface, head or _lemma(surface, head, rest, feature), pos, end))
-                pos = end
-        return out
+        return [Token(*token) for token in zip(self.surfaces, self._lemmas, *self.offsets())]
 
 
 class Tokenizer:
@@ -181,10 +128,15 @@ class Tokenizer:
         """
         local = self._tagger()
         parse = local.writer.parse
-        pieces = []
+        if len(text) <= self.max_piece and "<" not in text and not _SEPARATORS.search(text):
+            # One piece, no placeholder (each starts with "<"): what the loop below makes of it.
+            fields = parse(text).split("\x1f") if text else ["EOS"]
+            return Reading(text, _lemmas(fields), fields[1::2])
+        lemmas, surfaces = [], []
         for a, b, is_placeholder in split_placeholders(text):
             if is_placeholder:
-                pieces.append((a, b, None))
+                lemmas.append(text[a:b])
+                surfaces.append(text[a:b])
                 continue
             for pa, pb in _pieces(text, a, b, self.max_piece):
                 piece = text[pa:pb]
@@ -193,12 +145,12 @@ class Tokenizer:
                         import fugashi
 
                         local.tagger = fugashi.Tagger()
-                    records = _by_node(local.tagger, piece)
+                    fields = _by_node(local.tagger, piece)
                 else:
-                    # parse() ends with "EOS", which _RECORD does not match.
-                    records = _RECORD.findall(parse(piece))
-                pieces.append((pa, pb, records))
-        return Reading(text, pieces)
+                    fields = parse(piece).split("\x1f")
+                lemmas += _lemmas(fields)
+                surfaces += fields[1::2]
+        return Reading(text, lemmas, surfaces)
 
     def tokens(self, text):
         """Tokens of a normalised text, with their offsets in it.
@@ -212,16 +164,18 @@ class Tokenizer:
         return self.read(text).lemmas()
 
 
+def _lemmas(fields):
+    """The lemmas of ``_FORMAT`` output split at its separators (lemma, surface, …, "EOS"): each cut at its
+    first "-" (UniDic writes loanwords as ライン-line), the surface where nothing is left."""
+    return [lemma.partition("-")[0] or surface for lemma, surface in zip(fields[0:-1:2], fields[1::2])]
+
+
 def _by_node(tagger, piece):
-    """Records of a text that holds the separators, read node by node (the slow way)."""
-    records = []
+    """The fields of a text that holds the separators, read node by node (the slow way), as ``_lemmas`` takes them."""
+    fields = []
     for word in tagger(piece):
-        surface = word.surface
-        lemma = word.feature.lemma or surface
-        # UniDic writes loanwords as ライン-line: keep the reading.
-        lemma = lemma.split("-", 1)[0] or surface
-        records.append((word.white_space, surface, lemma, "", ""))
-    return records
+        fields += [word.feature.lemma or "", word.surface]
+    return fields + ["EOS"]
 
 
 def _make_tokenizer(max_piece):

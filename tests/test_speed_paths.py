@@ -102,3 +102,74 @@ def test_no_evidence_on_the_command_line(tmp_path):
     bare = read_jsonl(tmp_path / "bare.jsonl")
     assert any(r["evidence"] for r in full) and all(r["evidence"] == [] for r in bare)
     assert [{**r, "evidence": []} for r in full] == bare
+
+
+def _every_written_text():
+    return [r["text"] for path in sorted((ROOT / "data" / "written").glob("*.jsonl"))
+            for r in read_jsonl(path.read_text(encoding="utf-8"))]
+
+
+NFKC_CASES = [
+    "ＬＩＮＥ！（ＩＤ：ｔａｒｏ）",  # full width, one for one
+    "ｶﾞｲﾄﾞ ﾗｲﾝ",  # half-width kana with a voicing mark: two become one
+    "㈱みらい ㍿ ﬁle …",  # one becomes several
+    "か\u3099きくけこ q\u0301 e\u0301",  # combining marks: composed, or dropped
+    "\u0301\u0301 a",  # marks with nothing to sit on
+    "𝐋𝐈𝐍𝐄 ①②③ Ⅻ",  # math letters, circled digits, roman numerals
+]
+
+
+@pytest.mark.parametrize("text", NFKC_CASES + [""])
+def test_nfkc_fast_path_equals_the_pass_it_replaces(text):
+    from classifier.normalize import Normalized, _UNSTABLE, _nfkc, _sub, nfkc
+
+    plain = Normalized(text, list(range(len(text))), list(range(1, len(text) + 1)), text)
+    assert nfkc(plain) == _sub(_UNSTABLE, _nfkc, plain)
+
+
+def test_nfkc_fast_path_on_the_whole_corpus():
+    from classifier.normalize import Normalized, _UNSTABLE, _nfkc, _sub, nfkc
+
+    for text in _every_written_text():
+        plain = Normalized(text, list(range(len(text))), list(range(1, len(text) + 1)), text)
+        assert nfkc(plain) == _sub(_UNSTABLE, _nfkc, plain), text
+
+
+def _tokens_by_node(text):
+    """The reference reading: fugashi's nodes, one at a time (slow, plain)."""
+    import fugashi
+
+    from classifier.normalize import split_placeholders
+    from classifier.tokenize import Token, _pieces
+
+    tagger, out = fugashi.Tagger(), []
+    for a, b, is_placeholder in split_placeholders(text):
+        if is_placeholder:
+            out.append(Token(text[a:b], text[a:b], a, b))
+            continue
+        for pa, pb in _pieces(text, a, b, 1000):
+            pos = pa
+            for word in tagger(text[pa:pb]):
+                pos += len(word.white_space)
+                lemma = (word.feature.lemma or word.surface).split("-", 1)[0] or word.surface
+                out.append(Token(word.surface, lemma, pos, pos + len(word.surface)))
+                pos += len(word.surface)
+    return out
+
+
+def test_mecab_output_read_in_one_pass_equals_fugashi_node_by_node():
+    from classifier.normalize import normalize
+    from classifier.tokenize import Tokenizer
+
+    tokenizer = Tokenizer()
+    real = [r["text"] for path in sorted((ROOT / "data" / "real").glob("*.jsonl"))
+            for r in read_jsonl(path.read_text(encoding="utf-8"))[::4]]
+    odd = ["", "a" * 2500 + "。" + "b" * 10, 'x "quoted" <email> y', "-abc ーーー a-b-c ライン-line", "“引用”と'x'、\\ % ｜ 😀🙏",
+           "<url> <phone>", "あ" * 1200, 'a,b"c,"d"']
+    texts = _every_written_text() + real + NFKC_CASES + odd
+    for text in texts:
+        norm = normalize(text).text
+        reading = tokenizer.read(norm)
+        expected = _tokens_by_node(norm)
+        assert reading.tokens() == expected, norm
+        assert reading.lemmas() == [t.lemma for t in expected]
