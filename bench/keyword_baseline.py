@@ -6,7 +6,7 @@ The list is the kind a platform would start with (tools, contact words,
 "everyone does it" phrases): a message is flagged off_platform when it holds
 one of OFF_PLATFORM, peer_pressure when it holds one of PEER_PRESSURE, after
 NFKC and lower-casing. Prints precision, recall and F1 per label for both,
-on the written test part, the independent check, and the share of held-out
+on the written test part, each independent check (`data/eval/*.jsonl`), and the share of held-out
 real chat flagged.
 """
 
@@ -53,7 +53,8 @@ def main(argv=None):
     model = classifier.load(args.model)
     cut = np.array([model.thresholds[k] for k in classifier.LABELS])
     sets = {"written test part": load_labelled([ROOT / "data"], part="test")[0],
-            "independent check": load_labelled([ROOT / "data" / "eval" / "independent.jsonl"])[0]}
+            **{f"independent check `{path.name}`": load_labelled([path])[0]
+               for path in sorted((ROOT / "data" / "eval").glob("*.jsonl"))}}
     print("| set | label | model P / R / F1 | keyword list P / R / F1 |\n|---|---|---|---|")
     for name, rows in sets.items():
         texts = [r["text"] for r in rows]
