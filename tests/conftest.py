@@ -8,15 +8,13 @@ import classifier
 ROOT = Path(__file__).resolve().parent.parent
 
 # Real client quotes cited in the seed article (a worker quoting a client on
-# CrowdWorks「みんなのお仕事相談所」), labelled by LABELING.md. Quoted, not trained on.
+# CrowdWorks「みんなのお仕事相談所」), labelled by LABELING.md. Quoted, never
+# trained on: each is flagged read alone. The last two (an excuse after a
+# denial, the request system rationalised as fee protection) were missed
+# until slices q–t wrote their patterns, in other words (data/README.md).
 SEED_QUOTES = {
     "他の人はもう仕事を始めている。": ("peer_pressure",),
     "もう契約済みだから問題は無い。": ("peer_pressure",),
-}
-# The article's other two quotes, which the shipped model misses read alone:
-# an excuse and a rationalisation that only the conversation makes pushy.
-# Known gaps (README, Limits); strict xfail, so catching them shows up.
-SEED_QUOTES_MISSED = {
     "操作を間違えた、クラウドワークスに修正をお願いしているが返信がない。": ("peer_pressure",),
     "サービス外連絡申請はクラウドワークス以外で別途契約が結ばれて直接雇用するとクラウドワークスに手数料が入らないからこのようにしている。": ("peer_pressure",),
 }
