@@ -103,6 +103,10 @@ def model_card(manifest):
     parts += [f"- {note}" for note in m["cv"]["notes"]]
     parts += ["", "## Cross-validated scores (out of fold, at the thresholds)", "", _metrics_table(m["cv"]["metrics"]),
               "", f"Real everyday chat in training, out of fold: {cv_real['flagged']} of {cv_real['rows']} flagged."]
+    if (m["cv"].get("short") or {}).get("metrics"):
+        short = m["cv"]["short"]
+        parts += ["", f"Written messages of at most {short['max_chars']} characters ({short['rows']}), out of fold, "
+                  "at the same thresholds:", "", _metrics_table(short["metrics"])]
     if "test" in m:
         parts += ["", f"## Test part of the written corpus ({m['test']['rows']} messages, never used for any choice)", "",
                   _metrics_table(m["test"]["metrics"])]

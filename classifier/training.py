@@ -37,7 +37,7 @@ from .fsutil import recover_dir, replace_dir
 from .persist import save_model, sha256
 
 __all__ = ["train", "GRID", "TARGET_PRECISION", "REAL_CHAT_RATE", "REVIEW_RECALL", "CANARIES", "metrics_at",
-           "choose_threshold", "review_edge", "one_standard_error", "FOLDS"]
+           "choose_threshold", "review_edge", "one_standard_error", "FOLDS", "SHORT"]
 
 #: Hyper-parameters tried by the search; listed simplest first (the one-SE rule prefers earlier values).
 GRID = {
@@ -54,6 +54,8 @@ REAL_CHAT_RATE = 0.003
 #: recall at precision 0.90 moved 0.89 → 0.88 (off_platform) and 0.82 → 0.79 (peer_pressure) while the
 #: keyword-chosen real chat flagged fell from 1.1 % / 1.0 % to 0.5 % / 0.4 %.)
 REAL_WEIGHT = 8.0
+#: Messages this short (characters) get their own line of out-of-fold scores: real solicitations are often one line.
+SHORT = 40
 #: The review band's lower edge: where out-of-fold recall reaches this.
 REVIEW_RECALL = 0.99
 FOLDS = 5
@@ -278,6 +280,10 @@ def train(data, out, *, seed=0, feedback=None, force=False, grid=None, progress=
             cv_metrics[label] = metrics_at(Y[:, k], oof[:, k], t)
             if note:
                 notes.append(f"{label}: {note}")
+        short = np.array([len(t) <= SHORT for t in texts]) & ~real
+        cv_short = {"max_chars": SHORT, "rows": int(short.sum()),
+                    "metrics": {label: metrics_at(Y[short, k], oof[short, k], thresholds[label])
+                                for k, label in enumerate(LABELS)} if short.any() else None}
         cv_real = {"rows": int(real.sum()),
                    "flagged": int((oof[real] >= np.array([thresholds[k] for k in LABELS])).any(axis=1).sum())}
 
@@ -292,7 +298,7 @@ def train(data, out, *, seed=0, feedback=None, force=False, grid=None, progress=
                             "review_recall": REVIEW_RECALL, "real_chat_weight": REAL_WEIGHT},
         "params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},
         "search": search,
-        "cv": {"folds": folds, "metrics": cv_metrics, "real_chat": cv_real, "notes": notes,
+        "cv": {"folds": folds, "metrics": cv_metrics, "short": cv_short, "real_chat": cv_real, "notes": notes,
                "out_of_fold": {"texts_sha256": _texts_hash(texts), "probabilities": np.round(oof, 8).tolist(),
                                "labels": Y.tolist(), "real": real.astype(int).tolist()}},
         "data": {

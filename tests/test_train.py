@@ -91,7 +91,13 @@ def test_train_py_on_a_foreign_csv_gives_a_loadable_model(foreign_model):
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     for key in ("thresholds", "cv", "data", "model_sha256", "versions", "seed", "created", "canaries"):
         assert key in manifest
-    assert (out / "MODEL_CARD.md").read_text(encoding="utf-8").startswith("# Model card")
+    card = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert card.startswith("# Model card")
+    # Short messages are scored apart too, out of fold, at the same thresholds.
+    short = manifest["cv"]["short"]
+    assert short["rows"] == sum(len(t) <= short["max_chars"] for t, _, _ in FOREIGN) > 0
+    assert short["metrics"]["off_platform"]["n"] == short["rows"]
+    assert f"at most {short['max_chars']} characters ({short['rows']})" in card
 
 
 def test_existing_out_is_refused_without_force(foreign_model, tmp_path):
