@@ -264,9 +264,14 @@ _NOT_ONE = "\x00"
 
 
 class _OneForOne(dict):
-    """str.translate table: each character to its NFKC if that is one character, else to _NOT_ONE; filled as met."""
+    """str.translate table: each character to its NFKC if that is one character, else to _NOT_ONE; filled as met
+    (and emptied past ``LIMIT`` characters, so that a log of every code point cannot grow it without bound)."""
+
+    LIMIT = 50_000
 
     def __missing__(self, code):
+        if len(self) >= self.LIMIT:
+            self.clear()
         s = _nfkc_text(chr(code))
         out = self[code] = s if len(s) == 1 else _NOT_ONE
         return out

@@ -173,3 +173,15 @@ def test_mecab_output_read_in_one_pass_equals_fugashi_node_by_node():
         expected = _tokens_by_node(norm)
         assert reading.tokens() == expected, norm
         assert reading.lemmas() == [t.lemma for t in expected]
+
+
+def test_nfkc_table_stays_bounded_and_right(monkeypatch):
+    from classifier import normalize as module
+
+    monkeypatch.setattr(module._OneForOne, "LIMIT", 100)
+    table = module._OneForOne()
+    monkeypatch.setattr(module, "_ONE_FOR_ONE", table)
+    text = "".join(map(chr, range(0xFF01, 0xFF5E))) + "".join(map(chr, range(0x4E00, 0x4F00)))  # full-width ASCII, kanji
+    plain = module.Normalized(text, list(range(len(text))), list(range(1, len(text) + 1)), text)
+    assert module.nfkc(plain) == module._sub(module._UNSTABLE, module._nfkc, plain)
+    assert len(table) <= 100
