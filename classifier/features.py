@@ -241,9 +241,14 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         if tables is None or tables[0] is not getattr(self, "words_", None):
             check_is_fitted(self, "words_")
             word_vocabulary = {t: i for i, t in enumerate(self.words_.tolist())}
-            tables = (self.words_, word_vocabulary, _char_table(self.chars_.tolist(), self.char_ngram_range))
+            tables = (self.words_, word_vocabulary, _char_table(self.chars_.tolist(), self.char_ngram_range),
+                      _word_table(self.words_.tolist(), word_vocabulary, self.word_ngram_max))
             self._tables = tables
         return tables[1], tables[2]
+
+    def _word_table(self):
+        self.lookups()
+        return self._tables[3]
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -257,19 +262,79 @@ class TextFeatures(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         docs = _docs(X, "transform")
-        vocabulary, table = self.lookups()  # (checks the step is fitted)
+        vocabulary, char_table = self.lookups()  # (checks the step is fitted)
         n = len(docs)
-        # All the docs' n-grams looked up in one go: the same ids as word_ids() doc by doc.
         seqs = [lemmas(doc, self.tool_classes) for doc in docs]
-        sizes = [_n_grams(len(seq), self.word_ngram_max) for seq in seqs]
-        grams = chain.from_iterable(_ngrams(seq, (1, self.word_ngram_max), " ".join) for seq in seqs)
-        cols = np.fromiter(map(vocabulary.get, grams, repeat(-1)), dtype=np.intp, count=sum(sizes))
-        rows = np.repeat(np.arange(n), sizes)
+        word_table = self._word_table()
+        if word_table is None:  # n-grams that cannot be keyed by their words: as strings, doc by doc
+            sizes = [_n_grams(len(seq), self.word_ngram_max) for seq in seqs]
+            grams = chain.from_iterable(_ngrams(seq, (1, self.word_ngram_max), " ".join) for seq in seqs)
+            cols = np.fromiter(map(vocabulary.get, grams, repeat(-1)), dtype=np.intp, count=sum(sizes))
+            rows = np.repeat(np.arange(n), sizes)
+        else:
+            rows, cols = _word_hits(seqs, vocabulary, word_table, len(self.words_))
         known = cols >= 0
-        char_rows, char_cols = _char_hits([char_analyzer(doc) for doc in docs], table)
+        char_rows, char_cols = _char_hits([char_analyzer(doc) for doc in docs], char_table)
         n_words = len(self.word_idf_)
         return _tfidf_halves(np.concatenate([rows[known], char_rows]), np.concatenate([cols[known], char_cols + n_words]),
                              n, n_words, np.concatenate([self.word_idf_, self.char_idf_]))
+
+
+def _word_table(words, vocabulary, hi):
+    """A word vocabulary's n-grams (n ≥ 2) as {n: (sorted keys, feature numbers)}, or None.
+
+    An n-gram's key is its words' own feature numbers, read as the digits of
+    one number in base ``len(words)``: every word of an n-gram in the
+    vocabulary is in it too (it occurs in at least as many documents), so the
+    texts' n-grams can be looked up by their words' numbers, a batch at a time.
+    None where a key would not fit in 63 bits or an n-gram has a word the
+    vocabulary lacks.
+    """
+    width = max(len(words), 1)
+    if hi >= 2 and width ** hi >= 2**63:
+        return None
+    found = {n: ([], []) for n in range(2, hi + 1)}
+    for i, term in enumerate(words):
+        parts = term.split(" ")
+        if len(parts) == 1:
+            continue
+        numbers = [vocabulary.get(part) for part in parts]
+        if None in numbers or len(parts) not in found:
+            return None
+        key = 0
+        for number in numbers:
+            key = key * width + number
+        found[len(parts)][0].append(key)
+        found[len(parts)][1].append(i)
+    table = {}
+    for n, (keys, ids) in found.items():
+        keys, ids = np.array(keys, dtype=np.int64), np.array(ids, dtype=np.intp)
+        order = np.argsort(keys)
+        table[n] = (keys[order], ids[order])
+    return table
+
+
+def _word_hits(seqs, vocabulary, table, width):
+    """(row, feature) of every lemma n-gram of the texts' lemma lists ``seqs`` (-1: not in the vocabulary)."""
+    flat = list(chain.from_iterable(seqs))
+    words = np.fromiter(map(vocabulary.get, flat, repeat(-1)), dtype=np.int64, count=len(flat))
+    owner = np.repeat(np.arange(len(seqs)), [len(seq) for seq in seqs])
+    rows, cols = [owner], [words.astype(np.intp)]
+    for n, (keys, ids) in table.items():
+        m = len(flat) - n + 1
+        if m <= 0 or not len(keys):
+            continue
+        ok = owner[:m] == owner[n - 1 :]  # not across two texts
+        code = np.zeros(m, dtype=np.int64)
+        for k in range(n):
+            part = words[k : k + m]
+            ok &= part >= 0
+            code = code * width + np.maximum(part, 0)
+        at = np.minimum(np.searchsorted(keys, code), len(keys) - 1)
+        hit = np.flatnonzero(ok & (keys[at] == code))
+        rows.append(owner[hit])
+        cols.append(ids[at[hit]])
+    return np.concatenate(rows), np.concatenate(cols)
 
 
 def _n_grams(length, hi):

@@ -185,3 +185,20 @@ def test_nfkc_table_stays_bounded_and_right(monkeypatch):
     plain = module.Normalized(text, list(range(len(text))), list(range(1, len(text) + 1)), text)
     assert module.nfkc(plain) == module._sub(module._UNSTABLE, module._nfkc, plain)
     assert len(table) <= 100
+
+
+@pytest.mark.parametrize("word_ngram_max", [1, 2, 3])
+def test_word_ngrams_keyed_by_their_words_equal_the_strings(monkeypatch, word_ngram_max):
+    """n-grams looked up by their words' numbers, a batch at a time, give the rows the n-gram strings give."""
+    from classifier import features as module
+    from classifier.features import TextFeatures, TextReader
+
+    docs = TextReader().transform(_texts())
+    step = TextFeatures(word_ngram_max=word_ngram_max, char_ngram_range=(1, 2)).fit(docs[:150])
+    assert step._word_table() is not None
+    keyed = step.transform(docs)
+    monkeypatch.setattr(module, "_word_table", lambda words, vocabulary, hi: None)
+    step = TextFeatures(word_ngram_max=word_ngram_max, char_ngram_range=(1, 2)).fit(docs[:150])
+    assert step._word_table() is None
+    by_string = step.transform(docs)
+    assert (keyed != by_string).nnz == 0 and np.array_equal(keyed.indices, by_string.indices)
