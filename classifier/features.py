@@ -246,7 +246,8 @@ class TextFeatures(TransformerMixin, BaseEstimator):
             self._tables = tables
         return tables[1], tables[2]
 
-    def _word_table(self):
+    def _keyed_ngrams(self):
+        """The word n-gram table of :func:`_word_table` (None: look n-grams up as strings), cached with the lookups."""
         self.lookups()
         return self._tables[3]
 
@@ -264,14 +265,13 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         docs = _docs(X, "transform")
         vocabulary, char_table = self.lookups()  # (checks the step is fitted)
         n = len(docs)
-        seqs = [lemmas(doc, self.tool_classes) for doc in docs]
-        word_table = self._word_table()
+        word_table = self._keyed_ngrams()
         if word_table is None:  # n-grams that cannot be keyed by their words: as strings, doc by doc
-            sizes = [_n_grams(len(seq), self.word_ngram_max) for seq in seqs]
-            grams = chain.from_iterable(_ngrams(seq, (1, self.word_ngram_max), " ".join) for seq in seqs)
-            cols = np.fromiter(map(vocabulary.get, grams, repeat(-1)), dtype=np.intp, count=sum(sizes))
-            rows = np.repeat(np.arange(n), sizes)
+            ids = [self.word_ids(doc) for doc in docs]
+            rows = np.repeat(np.arange(n), [len(i) for i in ids])
+            cols = np.concatenate(ids) if n else np.zeros(0, dtype=np.intp)
         else:
+            seqs = [lemmas(doc, self.tool_classes) for doc in docs]
             rows, cols = _word_hits(seqs, vocabulary, word_table, len(self.words_))
         known = cols >= 0
         char_rows, char_cols = _char_hits([char_analyzer(doc) for doc in docs], char_table)
@@ -337,15 +337,10 @@ def _word_hits(seqs, vocabulary, table, width):
     return np.concatenate(rows), np.concatenate(cols)
 
 
-def _n_grams(length, hi):
-    """How many n-grams, n from 1 to ``hi``, a sequence of ``length`` has."""
-    return sum(max(length - n + 1, 0) for n in range(1, hi + 1))
-
-
 def _word_ids(doc, vocabulary, hi, tool_classes):
     seq = lemmas(doc, tool_classes)
-    return np.fromiter(map(vocabulary.get, _ngrams(seq, (1, hi), " ".join), repeat(-1)), dtype=np.intp,
-                       count=_n_grams(len(seq), hi))
+    count = sum(max(len(seq) - n + 1, 0) for n in range(1, hi + 1))
+    return np.fromiter(map(vocabulary.get, _ngrams(seq, (1, hi), " ".join), repeat(-1)), dtype=np.intp, count=count)
 
 
 def _terms(vocabulary):

@@ -195,10 +195,10 @@ def test_word_ngrams_keyed_by_their_words_equal_the_strings(monkeypatch, word_ng
 
     docs = TextReader().transform(_texts())
     step = TextFeatures(word_ngram_max=word_ngram_max, char_ngram_range=(1, 2)).fit(docs[:150])
-    assert step._word_table() is not None
+    assert step._keyed_ngrams() is not None
     keyed = step.transform(docs)
     monkeypatch.setattr(module, "_word_table", lambda words, vocabulary, hi: None)
     step = TextFeatures(word_ngram_max=word_ngram_max, char_ngram_range=(1, 2)).fit(docs[:150])
-    assert step._word_table() is None
+    assert step._keyed_ngrams() is None
     by_string = step.transform(docs)
     assert (keyed != by_string).nnz == 0 and np.array_equal(keyed.indices, by_string.indices)
