@@ -79,12 +79,8 @@ class TextReader(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X):
-        tokenizer = _tokenizer(self.max_piece)
-        out = []
-        for text in check_texts(X, "transform"):
-            norm = normalize(text)
-            out.append(Doc(norm, tokenizer.read(norm.text)))
-        return out
+        norms = list(map(normalize, check_texts(X, "transform")))
+        return list(map(Doc, norms, _tokenizer(self.max_piece).read_many([norm.text for norm in norms])))
 
     def __sklearn_is_fitted__(self):
         return True

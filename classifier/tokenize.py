@@ -20,15 +20,21 @@ _SENTENCE_END = re.compile(r"[。！？!?\n]")
 
 # MeCab writes each token as its lemma (UniDic's field 7; MeCab reads the
 # CSV) and its surface, between separators that normalised text cannot hold
-# (it has no C0 controls), and one split reads a whole piece: a Python object
-# per token (fugashi's nodes and feature tuples) cost more than MeCab's own
-# work. Unknown words have no field 7 (asking for it crashes MeCab), so
-# theirs is written empty. "-O ''" sets aside the dictionary's own output
+# (it has no C0 controls), and a batch of outputs is read with one regex
+# and one split: a Python object per token (fugashi's nodes and feature
+# tuples) cost more than MeCab's own work. A lemma ends with \x1e, so that
+# one regex can cut it at its first "-" (UniDic writes loanwords as
+# ライン-line) without touching a surface. Unknown words have no field 7
+# (asking for it crashes MeCab): their lemma is their surface, ended with
+# \x1d, which is not cut. "-O ''" sets aside the dictionary's own output
 # format, which would override --node-format; EOS is written so that
 # fugashi's rstrip() of the output cannot eat a separator.
-_FORMAT = "%f[7]\x1f%m\x1f"
-_TAGGER_ARGS = f"-O '' --node-format={_FORMAT} --unk-format=\x1f%m\x1f --bos-format= --eos-format=EOS"
-_SEPARATORS = re.compile("[\x1e\x1f]")
+_FORMAT = "%f[7]\x1e%m\x1f"
+_TAGGER_ARGS = f"-O '' --node-format={_FORMAT} --unk-format=%m\x1d%m\x1f --bos-format= --eos-format=EOS"
+_SEPARATORS = re.compile("[\x1d\x1e\x1f]")
+_LOANWORD_TAIL = re.compile("-[^\x1d\x1e\x1f]*\x1e")
+# A lemma left empty (one that started with "-") is its token's surface.
+_EMPTY_LEMMA = re.compile("(?<=\x1f)\x1e([^\x1f]*)\x1f")
 
 
 class Token(NamedTuple):
@@ -126,31 +132,67 @@ class Tokenizer:
 
         A placeholder such as ``<email>`` is one token.
         """
+        return self.read_many([text])[0]
+
+    def read_many(self, texts):
+        """Readings of normalised texts, as ``[self.read(text) for text in texts]``.
+
+        MeCab reads each text (or each piece of a long one); the outputs are
+        joined and read with one regex and one split.
+        """
         local = self._tagger()
         parse = local.writer.parse
-        if len(text) <= self.max_piece and "<" not in text and not _SEPARATORS.search(text):
-            # One piece, no placeholder (each starts with "<"): what the loop below makes of it.
-            fields = parse(text).split("\x1f") if text else ["EOS"]
-            return Reading(text, _lemmas(fields), fields[1::2])
-        lemmas, surfaces = [], []
+        owners, outs = [], []
+        for i, text in enumerate(texts):
+            if len(text) <= self.max_piece and "<" not in text and not _SEPARATORS.search(text):
+                # One piece, no placeholder (each starts with "<"): the common case.
+                owners.append(i)
+                outs.append(parse(text) if text else "EOS")
+            else:
+                for out in self._piece_outputs(text, local):
+                    owners.append(i)
+                    outs.append(out)
+        # Each output starts after a \x1f (the first too), so the one regex finds an empty lemma anywhere.
+        joined = _LOANWORD_TAIL.sub("\x1e", "\x1f" + "\x1f".join([out if isinstance(out, str) else "EOS" for out in outs]))
+        if "\x1f\x1e" in joined:
+            joined = _EMPTY_LEMMA.sub("\\1\x1e\\1\x1f", joined)
+        fields = joined.replace("\x1e", "\x1f").replace("\x1d", "\x1f").split("\x1f")
+        readings = [Reading(text, [], []) for text in texts]
+        at = 1
+        for i, out in zip(owners, outs):
+            reading = readings[i]
+            if isinstance(out, str):
+                end = at + 2 * out.count("\x1f")
+                reading._lemmas += fields[at:end:2]
+                reading.surfaces += fields[at + 1 : end : 2]
+            else:  # read node by node
+                end = at
+                reading._lemmas += out[0]
+                reading.surfaces += out[1]
+            at = end + 1
+        return readings
+
+    def _piece_outputs(self, text, local):
+        """MeCab's outputs for the pieces of a text, a placeholder written as an unknown word; a piece that holds
+        the separators comes as (lemmas, surfaces), read node by node (the slow way)."""
         for a, b, is_placeholder in split_placeholders(text):
             if is_placeholder:
-                lemmas.append(text[a:b])
-                surfaces.append(text[a:b])
+                yield f"{text[a:b]}\x1d{text[a:b]}\x1fEOS"
                 continue
             for pa, pb in _pieces(text, a, b, self.max_piece):
                 piece = text[pa:pb]
-                if _SEPARATORS.search(piece):
-                    if local.tagger is None:
-                        import fugashi
+                if not _SEPARATORS.search(piece):
+                    yield local.writer.parse(piece)
+                    continue
+                if local.tagger is None:
+                    import fugashi
 
-                        local.tagger = fugashi.Tagger()
-                    fields = _by_node(local.tagger, piece)
-                else:
-                    fields = parse(piece).split("\x1f")
-                lemmas += _lemmas(fields)
-                surfaces += fields[1::2]
-        return Reading(text, lemmas, surfaces)
+                    local.tagger = fugashi.Tagger()
+                lemmas, surfaces = [], []
+                for word in local.tagger(piece):
+                    surfaces.append(word.surface)
+                    lemmas.append((word.feature.lemma or "").partition("-")[0] or word.surface)
+                yield lemmas, surfaces
 
     def tokens(self, text):
         """Tokens of a normalised text, with their offsets in it.
@@ -162,20 +204,6 @@ class Tokenizer:
     def __call__(self, text):
         """Feature strings for TF-IDF: UniDic lemmas, so 送って and 送ります meet."""
         return self.read(text).lemmas()
-
-
-def _lemmas(fields):
-    """The lemmas of ``_FORMAT`` output split at its separators (lemma, surface, …, "EOS"): each cut at its
-    first "-" (UniDic writes loanwords as ライン-line), the surface where nothing is left."""
-    return [lemma.partition("-")[0] or surface for lemma, surface in zip(fields[0:-1:2], fields[1::2])]
-
-
-def _by_node(tagger, piece):
-    """The fields of a text that holds the separators, read node by node (the slow way), as ``_lemmas`` takes them."""
-    fields = []
-    for word in tagger(piece):
-        fields += [word.feature.lemma or "", word.surface]
-    return fields + ["EOS"]
 
 
 def _make_tokenizer(max_piece):
