@@ -59,8 +59,11 @@ def _sub(pattern, repl, norm):
     A replacement of the same length maps character to character; any other
     maps every character it produces to the whole span it replaced.
     """
-    if not _may_match(pattern, norm.text):
-        return norm
+    return _replace(pattern, repl, norm) if _may_match(pattern, norm.text) else norm
+
+
+def _replace(pattern, repl, norm):
+    """``_sub`` without the look for a trigger."""
     text, starts, ends = norm.text, norm.starts, norm.ends
     out, new_starts, new_ends = [], [], []
     pos = 0
@@ -359,25 +362,41 @@ _TOOL_PATTERNS = [(name, _tool_pattern(*forms)) for name, *forms in _TOOLS]
 TOOL_NAMES = tuple(name for name, *_ in _TOOLS)
 
 
+#: Letters in a contact tool's head: a shorter head is met inside common words (ですか, しちゃった, くらい).
+_HEAD_LETTERS = 4
+
+
 def _tool_heads(latin, hiragana, katakana):
     """The heads every match of ``_tool_pattern(...)`` starts with, or None.
 
-    A head is the first two letters of a form with separators allowed
-    between them (らいん, ら い ん and ら・い・ん all start with ら{SEP}*い); a
-    text with no head cannot hold the tool. Each head starts with one
-    character, so that sre can skip to the places where one might begin.
+    A head is the first ``_HEAD_LETTERS`` letters of a form (the whole form
+    if shorter) with separators allowed between them (らいん, ら い ん and
+    ら・い・ん all start with ら{SEP}*い{SEP}*ん); a text with no head cannot
+    hold the tool. Each head starts with one character, so that sre can skip
+    to the places where one might begin.
     """
-    heads = [re.escape(w[0]) + (f"{_SEP}*{re.escape(w[1])}" if len(w) > 1 else "") for w in [*hiragana, *katakana]]
+    heads = [(w[0], "".join(f"{_SEP}*{re.escape(c)}" for c in w[1:_HEAD_LETTERS])) for w in [*hiragana, *katakana]]
     for form in latin:
-        slots = _first_two_letters(form)
-        if slots is None:
+        letters = _first_letters(form, _HEAD_LETTERS)
+        if letters is None:
             return None
-        heads += [f"{re.escape(c)}{_SEP}*{slots[1]}" for c in sorted(slots[0])]
+        rest = "".join(f"{_SEP}*[" + "".join(re.escape(c) for c in sorted(chars)) + "]" for chars in letters[1:])
+        heads += [(c, rest) for c in sorted(letters[0])]
     return heads
 
 
-def _first_two_letters(form):
-    """(first letter's characters, second letter as a class) of a Latin form, if it is letters and separators."""
+def _heads_pattern(heads):
+    """One regex for (first character, rest) heads, a branch per first character: sre tries every branch at
+    every place it might start, and a branch whose character is not there fails at once."""
+    rests = {}
+    for c, rest in heads:
+        rests.setdefault(c, set()).add(rest)
+    return "|".join(f"{re.escape(c)}(?:{'|'.join(sorted(rests[c]))})" for c in sorted(rests))
+
+
+def _first_letters(form, k):
+    """The characters of each of the first ``k`` letters of a Latin form (all, if fewer), or None if it is
+    not letters and separators."""
     try:
         try:
             from re import _parser as sre_parse  # Python 3.11+
@@ -398,9 +417,9 @@ def _first_two_letters(form):
             continue  # separators between letters
         else:
             return None
-        if len(letters) == 2:
-            return letters[0], "[" + "".join(re.escape(c) for c in sorted(letters[1])) + "]"
-    return None
+        if len(letters) == k:
+            break
+    return letters or None
 
 
 def _register_tool_heads():
@@ -409,9 +428,9 @@ def _register_tool_heads():
         heads = _tool_heads(*forms)
         if heads is None:
             return None
-        _TRIGGERS[id(pattern)] = (pattern, re.compile("|".join(heads)))
+        _TRIGGERS[id(pattern)] = (pattern, re.compile(_heads_pattern(heads)))
         every += heads
-    return re.compile("|".join(every))
+    return re.compile(_heads_pattern(every))
 
 
 #: Matches where any contact tool's disguise might start; None: always look.
@@ -483,12 +502,40 @@ def _line_id(m):
     return m.group()
 
 
+# Passes whose computed trigger is a character found everywhere (a digit, a
+# dot, a space): a regex that every match contains, written by hand
+# (tests/test_speed_paths.py checks each against its pattern).
+_BY_HAND = [
+    (_SPLIT_LETTERS, rf"[a-z0-9](?:{_SEP}+[a-z0-9]){{3}}"),
+    (_KANJI_NUMBER, _KANJI_NUMBER.pattern),
+    (_KANA_NUMBER, _KANA_NUMBER.pattern),
+    (_URL, r"http|www\.|\.(?:com|net|org|jp|io|me|ee|ly|gl|co|info|biz|app|dev|link|xyz|page|site)"),
+    (_PHONE, r"(?:\+\s*81|0)(?:[\s\-()・ー.の]{0,3}[0-9]){8}"),
+    (_SPACES, "  | \n|\n "),
+    (_BLANK_LINES, "\n\n\n"),
+]
+for _pattern, _by_hand in _BY_HAND:
+    _TRIGGERS[id(_pattern)] = (_pattern, re.compile(_by_hand))
+
 _FIRST = (_LINE_BREAKS, _TABS, _INVISIBLE, _SPACING_VOICE)
-_LAST = (*(pattern for _, pattern in _TOOL_PATTERNS), _SPLIT_LETTERS, _KANJI_NUMBER, _KANA_NUMBER, _EMAIL, _URL,
-         _PHONE, _LINE_ID, _HANDLE, _SPACES, _BLANK_LINES)
-# Most messages need none of these passes: one search each says so.
+# Most messages need none of these passes: one search says so.
 _ANY_FIRST = _any_trigger(_FIRST)
-_ANY_LAST = _any_trigger(_LAST)
+
+#: Steps 5 to 7 as (pattern, replacement, its trigger's search or None): each
+#: trigger alone is cheaper than one regex of them all, which sre tries
+#: branch by branch at every place in the text.
+_LAST = [(pattern, repl, None if _trigger_of(pattern) is None else _trigger_of(pattern).search) for pattern, repl in [
+    (_SPLIT_LETTERS, lambda m: _SEP_RE.sub("", m.group())),
+    (_KANJI_NUMBER, lambda m: m.group().translate(_KANJI_TO_DIGIT)),
+    (_KANA_NUMBER, lambda m: _KANA_DIGIT_RE.sub(lambda d: _KANA_DIGITS[d.group()], m.group())),
+    (_EMAIL, "<email>"),
+    (_URL, "<url>"),
+    (_PHONE, "<phone>"),
+    (_LINE_ID, _line_id),
+    (_HANDLE, "<handle>"),
+    (_SPACES, _space),
+    (_BLANK_LINES, "\n\n"),
+]]
 
 
 def normalize(text):
@@ -528,21 +575,12 @@ def normalize(text):
         norm = _head_and_tail(norm)
     if _HAS_FOLDABLE.search(norm.text):
         norm = Normalized(norm.text.translate(_FOLD), norm.starts, norm.ends, text)
-    if _ANY_LAST is not None and not _ANY_LAST.search(norm.text):
-        return _strip(norm)
     if _ANY_TOOL is None or _ANY_TOOL.search(norm.text):
         for name, pattern in _TOOL_PATTERNS:
             norm = _sub(pattern, name, norm)
-    norm = _sub(_SPLIT_LETTERS, lambda m: _SEP_RE.sub("", m.group()), norm)
-    norm = _sub(_KANJI_NUMBER, lambda m: m.group().translate(_KANJI_TO_DIGIT), norm)
-    norm = _sub(_KANA_NUMBER, lambda m: _KANA_DIGIT_RE.sub(lambda d: _KANA_DIGITS[d.group()], m.group()), norm)
-    norm = _sub(_EMAIL, "<email>", norm)
-    norm = _sub(_URL, "<url>", norm)
-    norm = _sub(_PHONE, "<phone>", norm)
-    norm = _sub(_LINE_ID, _line_id, norm)
-    norm = _sub(_HANDLE, "<handle>", norm)
-    norm = _sub(_SPACES, _space, norm)
-    norm = _sub(_BLANK_LINES, "\n\n", norm)
+    for pattern, repl, may_match in _LAST:
+        if may_match is None or may_match(norm.text):
+            norm = _replace(pattern, repl, norm)
     norm = _strip(norm)
     if len(norm.text) > MAX_CHARS:
         norm = _head_and_tail(norm)

@@ -135,6 +135,60 @@ def test_nfkc_fast_path_on_the_whole_corpus():
         assert nfkc(plain) == _sub(_UNSTABLE, _nfkc, plain), text
 
 
+DISGUISES = [
+    "ら い ん で", "L.I.N.E", "ＬＩＮＥ", "ﾗｲﾝ", "緑のアプリ", "g m a i l", "gmai1", "ちゃとわ", "でぃすこ", "テレグラ", "すかいぷ",
+    "いんすた", "わっつあっぷ", "うぃーちゃっと", "kakao", "す ら っ く", "z00m", "０９０ー１２３４ー５６７８", "+81 90 1234 5678",
+    "ぜろきゅうぜろ いちにさん よんごろく なな", "〇九〇・一二三四・五六七八", "a b c d 1 2", "taro at example dot com",
+    "taro（あっと）example。com", "www.example.com", "example.jp/abc", "line id: abc_123", "ID→taro.55", "@handle_x",
+    "a  b \n c\n\n\n\nd", "\t x \r\n y\u200b z\u2028", "か゛き゜", "ですか しちゃった くらい オンライン",
+]
+
+
+def _with_every_pass(monkeypatch):
+    """normalize with no pass skipped: no group skip, no trigger looked for."""
+    from classifier import normalize as module
+
+    monkeypatch.setattr(module, "_ANY_FIRST", None)
+    monkeypatch.setattr(module, "_ANY_TOOL", None)
+    monkeypatch.setattr(module, "_LAST", [(pattern, repl, None) for pattern, repl, _ in module._LAST])
+    monkeypatch.setattr(module, "_may_match", lambda pattern, text: True)
+
+
+def _normalisation_texts():
+    real = [r["text"] for path in sorted((ROOT / "data" / "real").glob("*.jsonl"))
+            for r in read_jsonl(path.read_text(encoding="utf-8"))[::3]]
+    return _every_written_text() + real + NFKC_CASES + DISGUISES
+
+
+def test_passes_skipped_by_their_triggers_change_nothing(monkeypatch):
+    from classifier.normalize import normalize
+
+    texts = _normalisation_texts()
+    fast = [normalize(text) for text in texts]
+    _with_every_pass(monkeypatch)
+    assert sum(a != b.text for a, b in zip(texts, fast)) > 1000  # the passes do work on these texts
+    for text, got in zip(texts, fast):
+        assert normalize(text) == got, text
+
+
+def test_every_match_holds_its_trigger():
+    from classifier import normalize as module
+
+    patterns = [*module._FIRST, *(p for _, p in module._TOOL_PATTERNS), *(p for p, _, _ in module._LAST)]
+    texts = _normalisation_texts()
+    texts += [module.normalize(text).text for text in texts]
+    matched = 0
+    for pattern in patterns:
+        trigger = module._trigger_of(pattern)
+        assert trigger is not None, pattern.pattern  # each pass has one: none always runs
+        for text in texts:
+            m = pattern.search(text)
+            if m:
+                matched += 1
+                assert trigger.search(text), (pattern.pattern, text)
+    assert matched > 100
+
+
 def _tokens_by_node(text):
     """The reference reading: fugashi's nodes, one at a time (slow, plain)."""
     import fugashi
