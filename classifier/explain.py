@@ -9,7 +9,7 @@ the positive weight become spans, mapped back to the original text.
 
 import numpy as np
 
-from .features import char_occurrences
+from .features import char_occurrences, find
 from .normalize import PLACEHOLDER_RE
 
 __all__ = ["evidence", "MAX_SPANS"]
@@ -45,7 +45,7 @@ def evidence(features, coef, labels, docs, X, todo):
     lengths = [len(t) for t in texts]
     bases = np.cumsum([0] + lengths)
     n_words = features.n_words_
-    ids = [features.word_ids(docs[i]) for i in which]
+    ids = features.word_ids_many([docs[i] for i in which])
     found = _word_occurrences(ids, [docs[i].reading for i in which], bases, (1, features.word_ngram_max))
     found += _char_occurrences(texts, features.lookups()[1], n_words)
     owner, js, starts, ends = (np.concatenate(column) for column in zip(*found))
@@ -59,25 +59,20 @@ def evidence(features, coef, labels, docs, X, todo):
     width = rows.shape[1]
     row_keys = np.repeat(np.arange(len(which)), np.diff(rows.indptr)) * width + rows.indices
     keys = owner * width + js
-    values = np.zeros(len(keys))
-    if len(row_keys):
-        at = np.minimum(np.searchsorted(row_keys, keys), len(row_keys) - 1)
-        present = row_keys[at] == keys
-        values[present] = rows.data[at[present]]
+    at = find(row_keys, np.arange(len(row_keys)), keys)
+    values = np.where(at >= 0, rows.data[at], 0.0) if len(row_keys) else np.zeros(len(keys))
     _, which_key, counts = np.unique(keys, return_inverse=True, return_counts=True)
     occurrences = (js, values, counts[which_key.ravel()], sizes, *_places(starts, sizes))
     runs = {}
     for k, label in enumerate(labels):
-        weight = _spread(bases[-1], occurrences, coef[k])
-        runs[label] = (weight, _hot_runs(weight, bases))
+        runs[label] = _hot_runs(_spread(bases[-1], occurrences, coef[k]), bases)
     out = []
     for k, (i, wanted) in enumerate(todo):
         spans = []
         for label in wanted:
             if label not in runs:
                 raise ValueError(f"unknown label {label!r}; the labels are {list(labels)}")
-            weight, hot = runs[label]
-            spans += _spans(docs[i].norm, weight, bases[k], hot[k], label)
+            spans += _spans(docs[i].norm, bases[k], runs[label][k], label)
         spans.sort(key=lambda s: -s["weight"])
         out.append(spans)
     return out
@@ -152,7 +147,7 @@ def _spread(size, occurrences, coef):
 
 
 def _hot_runs(weight, bases):
-    """Per text, the runs (start, end) of its characters that become spans.
+    """Per text, the runs (start, end, weight) of its characters that become spans, weights rounded.
 
     A run starts at a character weighing at least a quarter of the text's
     heaviest (if that is positive) and goes on while the character, or the
@@ -172,36 +167,35 @@ def _hot_runs(weight, bases):
     # A run that starts on a bridging character starts on the hot one after it.
     run_start += ~hot[run_start]
     owner = np.searchsorted(bases, run_start, side="right") - 1
+    # Each run's weight, all at once (in order, as a loop adding them one by one would).
+    edges = np.column_stack([run_start, run_end]).ravel()
+    sums = np.add.reduceat(np.append(weight, 0.0), edges)[0::2] if len(edges) else np.zeros(0)
     runs = [[] for _ in range(len(lengths))]
-    for k, a, b in zip(owner.tolist(), run_start.tolist(), run_end.tolist()):
-        runs[k].append((a, b))
+    for k, a, b, total in zip(owner.tolist(), run_start.tolist(), run_end.tolist(), sums.tolist()):
+        runs[k].append((a, b, round(total, 4)))
     return runs
 
 
-def _spans(norm, weight, base, runs, label):
-    """The spans of one text: runs of ``weight[base:]`` (in the text's own places), heaviest first."""
+def _spans(norm, base, runs, label):
+    """The spans of one text from its runs (a, b, weight) (places counted from ``base``), heaviest first."""
+    runs = sorted(runs, key=lambda run: -run[2])
+    # A stray character or two carrying a sliver of the weight is noise to a reader.
+    top = runs[0][2] if runs else 0
     spans = []
-    for a, b in runs:
+    for a, b, weight in [run for run in runs if run[2] >= 0.1 * top][:MAX_SPANS]:
         i, j = _widen(norm.text, a - base, b - base)
         start, end = norm.span(i, j)
-        span = {
-            "label": label,
-            "start": start,
-            "end": end,
-            "text": norm.original[start:end],
-            "weight": round(float(weight[a:b].sum()), 4),
-        }
+        span = {"label": label, "start": start, "end": end, "text": norm.original[start:end], "weight": weight}
         if norm.text[i:j] != span["text"]:
             span["normalized"] = norm.text[i:j]
         spans.append(span)
-    spans.sort(key=lambda s: -s["weight"])
-    # A stray character or two carrying a sliver of the weight is noise to a reader.
-    top = spans[0]["weight"] if spans else 0
-    return [s for s in spans if s["weight"] >= 0.1 * top][:MAX_SPANS]
+    return spans
 
 
 def _widen(text, i, j):
     """Widen ``[i, j)`` to whole placeholders: a span never ends inside ``<email>``."""
+    if "<" not in text:
+        return i, j
     for m in PLACEHOLDER_RE.finditer(text, max(0, i - 10), min(len(text), j + 10)):
         if m.start() < j and m.end() > i:
             i, j = min(i, m.start()), max(j, m.end())

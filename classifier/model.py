@@ -88,12 +88,14 @@ class Model:
         if not texts:
             return []
         docs, X, probs = self._run(texts)
+        labels = self.labels
+        cuts = [(label, self.review_lower[label], self.thresholds[label]) for label in labels]
         out = []
-        for p in probs:
-            result = {label: round(float(x), 6) for label, x in zip(self.labels, p)}
-            result["flagged"] = [label for label in self.labels if result[label] >= self.thresholds[label]]
-            result["uncertain"] = [label for label in self.labels
-                                   if self.review_lower[label] <= result[label] < self.thresholds[label]]
+        for row in probs.tolist():
+            row = [round(x, 6) for x in row]
+            result = dict(zip(labels, row))
+            result["flagged"] = [label for (label, _, top), x in zip(cuts, row) if x >= top]
+            result["uncertain"] = [label for (label, low, top), x in zip(cuts, row) if low <= x < top]
             result["evidence"] = []
             out.append(result)
         if evidence:

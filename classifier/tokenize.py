@@ -10,6 +10,7 @@ straddle a cut are already undone by normalisation, which sees the whole text.
 import os
 import re
 import threading
+from itertools import accumulate
 from typing import NamedTuple
 
 from .normalize import split_placeholders
@@ -82,6 +83,9 @@ class Reading:
 
     def offsets(self):
         """Where each token starts and ends in the text (two lists), as :meth:`tokens` has them."""
+        if "".join(self.surfaces) == self.text:  # no whitespace skipped: each token starts where the last ended
+            ends = list(accumulate(map(len, self.surfaces)))
+            return [0, *ends[:-1]] if ends else [], ends
         find, starts, ends, pos = self.text.find, [], [], 0
         for surface in self.surfaces:
             pos = find(surface, pos)

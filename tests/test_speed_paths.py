@@ -70,6 +70,75 @@ def test_no_evidence_gives_the_same_scores_without_spans(model):
            [{k: v for k, v in r.items() if k != "evidence"} for r in bare]
 
 
+def _reference_evidence(model, text, labels):
+    """Evidence the plain way: one text, a loop over its features' occurrences and over their characters."""
+    from collections import Counter
+
+    from classifier.explain import MAX_SPANS, _widen
+    from classifier.features import lemmas
+
+    steps = model.pipeline.named_steps
+    features, coef = steps["features"], steps["clf"].coef_
+    doc = steps["read"].transform([text])[0]
+    row, t, tokens = features.transform([doc]).toarray()[0], doc.text, doc.reading.tokens()
+    occurrences = []  # (feature, start, end): words n by n, then characters n by n, each by place
+    words = {w: i for i, w in enumerate(features.words_)}
+    seq = lemmas(doc, features.tool_classes)
+    for n in range(1, features.word_ngram_max + 1):
+        for p in range(len(seq) - n + 1):
+            if " ".join(seq[p : p + n]) in words:
+                occurrences.append((words[" ".join(seq[p : p + n])], tokens[p].start, tokens[p + n - 1].end))
+    chars = {c: features.n_words_ + i for i, c in enumerate(features.chars_)}
+    for n in range(features.char_ngram_range[0], features.char_ngram_range[1] + 1):
+        occurrences += [(chars[t[p : p + n]], p, p + n) for p in range(len(t) - n + 1) if t[p : p + n] in chars]
+    occurrences = [o for o in occurrences if o[2] > o[1]]
+    counts = Counter(j for j, _, _ in occurrences)
+    out = []
+    for k, label in enumerate(model.labels):
+        if label not in labels:
+            continue
+        weight = [0.0] * len(t)
+        for j, a, b in occurrences:
+            contribution = row[j] * coef[k][j]
+            if contribution > 0:
+                for x in range(a, b):
+                    weight[x] += contribution / counts[j] / (b - a)
+        top = max(weight, default=0.0)
+        hot = [top > 0 and w >= 0.25 * top for w in weight]
+        covered = [h or (x + 1 < len(t) and hot[x + 1]) for x, h in enumerate(hot)]
+        runs, x = [], 0
+        while x < len(t):
+            if not covered[x]:
+                x += 1
+                continue
+            a = x
+            while x < len(t) and covered[x]:
+                x += 1
+            a += not hot[a]
+            runs.append((a, x, round(sum(weight[a:x]), 4)))
+        runs.sort(key=lambda run: -run[2])
+        top = runs[0][2] if runs else 0
+        for a, b, w in [run for run in runs if run[2] >= 0.1 * top][:MAX_SPANS]:
+            i, j = _widen(t, a, b)
+            start, end = doc.norm.span(i, j)
+            span = {"label": label, "start": start, "end": end, "text": text[start:end], "weight": w}
+            if t[i:j] != span["text"]:
+                span["normalized"] = t[i:j]
+            out.append(span)
+    out.sort(key=lambda s: -s["weight"])
+    return out
+
+
+def test_evidence_equals_the_plain_loop(model):
+    texts = _texts() + [r["text"] for r in read_jsonl((ROOT / "data" / "written" / "u_plain_defiance.jsonl")
+                                                       .read_text(encoding="utf-8"))[:150]]
+    results = model.score(texts)
+    flagged = [(text, r) for text, r in zip(texts, results) if r["flagged"]]
+    assert len(flagged) > 100
+    for text, result in flagged:
+        assert result["evidence"] == _reference_evidence(model, text, result["flagged"]), text
+
+
 def _log(tmp_path, texts):
     log = tmp_path / "log.jsonl"
     log.write_text("".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n" for i, t in enumerate(texts)),
@@ -221,12 +290,13 @@ def test_mecab_output_read_in_one_pass_equals_fugashi_node_by_node():
     odd = ["", "a" * 2500 + "。" + "b" * 10, 'x "quoted" <email> y', "-abc ーーー a-b-c ライン-line", "“引用”と'x'、\\ % ｜ 😀🙏",
            "<url> <phone>", "あ" * 1200, 'a,b"c,"d"']
     texts = _every_written_text() + real + NFKC_CASES + odd
-    for text in texts:
-        norm = normalize(text).text
+    norms = [normalize(text).text for text in texts]
+    for norm, together in zip(norms, tokenizer.read_many(norms)):
         reading = tokenizer.read(norm)
         expected = _tokens_by_node(norm)
         assert reading.tokens() == expected, norm
         assert reading.lemmas() == [t.lemma for t in expected]
+        assert together.tokens() == expected and together.lemmas() == reading.lemmas(), norm
 
 
 def test_nfkc_table_stays_bounded_and_right(monkeypatch):
@@ -251,6 +321,10 @@ def test_word_ngrams_keyed_by_their_words_equal_the_strings(monkeypatch, word_ng
     step = TextFeatures(word_ngram_max=word_ngram_max, char_ngram_range=(1, 2)).fit(docs[:150])
     assert step._keyed_ngrams() is not None
     keyed = step.transform(docs)
+    together = step.word_ids_many(docs)
+    one_by_one = [step.word_ids(doc) for doc in docs]
+    assert len(together) == len(one_by_one) and all(np.array_equal(a, b) for a, b in zip(together, one_by_one))
+    assert sum((ids >= 0).sum() for ids in together) > len(docs)
     monkeypatch.setattr(module, "_word_table", lambda words, vocabulary, hi: None)
     step = TextFeatures(word_ngram_max=word_ngram_max, char_ngram_range=(1, 2)).fit(docs[:150])
     assert step._keyed_ngrams() is None
