@@ -41,6 +41,7 @@ class Normalized:
     """A normalised text with, per character, the original span it came from."""
 
     text: str
+    #: Per character, where its span of the original starts and ends (ranges while every character is its own).
     starts: list
     ends: list
     original: str
@@ -563,7 +564,7 @@ def normalize(text):
         ends = list(range(1, half + 1)) + [n - half] + list(range(n - half + 1, n + 1))
         norm = Normalized(text[:half] + "\n" + text[n - half:], starts, ends, text)
     else:
-        norm = Normalized(text, list(range(n)), list(range(1, n + 1)), text)
+        norm = Normalized(text, range(n), range(1, n + 1), text)
     if _ANY_FIRST is None or _ANY_FIRST.search(norm.text):
         norm = _sub(_LINE_BREAKS, "\n", norm)
         norm = _sub(_TABS, " ", norm)
@@ -602,8 +603,8 @@ def _head_and_tail(norm):
     cut = len(norm.text) - tail
     return Normalized(
         norm.text[:half] + "\n" + norm.text[cut:],
-        norm.starts[:half] + [norm.starts[cut]] + norm.starts[cut:],
-        norm.ends[:half] + [norm.starts[cut]] + norm.ends[cut:],
+        [*norm.starts[:half], norm.starts[cut], *norm.starts[cut:]],
+        [*norm.ends[:half], norm.starts[cut], *norm.ends[cut:]],
         norm.original,
     )
 
