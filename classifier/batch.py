@@ -227,6 +227,12 @@ def _too_deep(line):
     return False
 
 
+# strict=False: a raw control character (\r, a tab) inside a string is
+# common in exported logs and harmless; the text is still one row. (One
+# decoder for every line: json.loads with an option builds one per call.)
+_DECODER = json.JSONDecoder(strict=False)
+
+
 def _read_jsonl(f, name, stats, codec, first_line=1):
     # Split on b"\n" only: U+2028 or a lone \r inside a JSON string is not a row break.
     for n, raw in enumerate(f, first_line):
@@ -245,9 +251,7 @@ def _read_jsonl(f, name, stats, codec, first_line=1):
             yield Row(n, error=deep, source=name)
             continue
         try:
-            # strict=False: a raw control character (\r, a tab) inside a string
-            # is common in exported logs and harmless; the text is still one row.
-            obj = json.loads(line, strict=False)
+            obj = _DECODER.decode(line)
         except RecursionError:  # not expected after _too_deep; kept so that no line can stop the run
             yield Row(n, error=deep, source=name)
             continue
@@ -639,12 +643,15 @@ def _finite(value):
     return value
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str, allow_nan=False)
+
+
 def _json(value):
     """Valid JSON text in any encoding: no bare NaN, lone surrogates written as ``\\udXXX`` escapes."""
     try:
-        text = json.dumps(value, ensure_ascii=False, default=str, allow_nan=False)
+        text = _ENCODER.encode(value)
     except ValueError:  # a NaN or an infinity somewhere in the row
-        text = json.dumps(_finite(value), ensure_ascii=False, default=str, allow_nan=False)
+        text = _ENCODER.encode(_finite(value))
     # A lone surrogate (from a "\ud800" escape in the input) cannot be encoded as UTF-8; escaped, it round-trips.
     return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
