@@ -54,13 +54,16 @@ def evidence(features, coef, labels, docs, X, todo):
     owner, js, starts, sizes = owner[keep], js[keep], starts[keep], sizes[keep]
     # Each occurrence's feature value in its text's row (0 if absent), and
     # how often the feature occurs in that text.
-    rows = X[which].tocsr()
-    rows.sort_indices()
-    width = rows.shape[1]
-    row_keys = np.repeat(np.arange(len(which)), np.diff(rows.indptr)) * width + rows.indices
+    X = X.tocsr()
+    X.sort_indices()
+    width = X.shape[1]
+    # The rows' entries, in order (sorted, as each row's are): where each starts, and its key.
+    first, sizes_x = X.indptr[which], X.indptr[np.add(which, 1)] - X.indptr[which]
+    at_x = np.repeat(first - (np.cumsum(sizes_x) - sizes_x), sizes_x) + np.arange(sizes_x.sum())
+    row_keys = np.repeat(np.arange(len(which)), sizes_x) * width + X.indices[at_x]
     keys = owner * width + js
-    at = find(row_keys, np.arange(len(row_keys)), keys)
-    values = np.where(at >= 0, rows.data[at], 0.0) if len(row_keys) else np.zeros(len(keys))
+    at = find(row_keys, at_x, keys)
+    values = np.where(at >= 0, X.data[at], 0.0) if len(row_keys) else np.zeros(len(keys))
     _, which_key, counts = np.unique(keys, return_inverse=True, return_counts=True)
     occurrences = (js, values, counts[which_key.ravel()], sizes, *_places(starts, sizes))
     runs = {}
@@ -162,8 +165,10 @@ def _hot_runs(weight, bases):
     covered[:-1] |= hot[1:] & ~last[:-1]
     first = np.zeros(len(weight), dtype=bool)
     first[bases[:-1]] = True
-    run_start = np.flatnonzero(covered & (first | ~np.roll(covered, 1)))
-    run_end = np.flatnonzero(covered & (last | ~np.roll(covered, -1))) + 1
+    before, after = np.zeros_like(covered), np.zeros_like(covered)  # the characters' neighbours' covered
+    before[1:], after[:-1] = covered[:-1], covered[1:]
+    run_start = np.flatnonzero(covered & (first | ~before))
+    run_end = np.flatnonzero(covered & (last | ~after)) + 1
     # A run that starts on a bridging character starts on the hot one after it.
     run_start += ~hot[run_start]
     owner = np.searchsorted(bases, run_start, side="right") - 1

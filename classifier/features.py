@@ -169,15 +169,20 @@ def char_ngrams(points, table):
 def find(keys, values, queries):
     """The value of each query's key in sorted ``keys`` (-1 where it has none).
 
-    Each distinct query is looked up once, in sorted order: text repeats its
-    n-grams, and a sorted search walks the keys in one direction (twice as
-    fast as searching them in the text's order).
+    Many queries (a batch's) are looked up each distinct one once, in sorted
+    order: text repeats its n-grams, and a sorted search walks the keys in
+    one direction (twice as fast as searching them in the text's order).
     """
     if not len(keys) or not len(queries):
         return np.full(len(queries), -1, dtype=np.intp)
-    distinct, back = np.unique(queries, return_inverse=True)
+    distinct, back = (queries, None) if len(queries) < FEW else np.unique(queries, return_inverse=True)
     at = np.minimum(np.searchsorted(keys, distinct), len(keys) - 1)
-    return np.where(keys[at] == distinct, values[at], -1)[back.ravel()]
+    found = np.where(keys[at] == distinct, values[at], -1)
+    return found if back is None else found[back.ravel()]
+
+
+#: Fewer queries than this are searched as they come (sorting them costs more than it saves).
+FEW = 512
 
 
 class TextFeatures(TransformerMixin, BaseEstimator):
@@ -252,7 +257,8 @@ class TextFeatures(TransformerMixin, BaseEstimator):
             check_is_fitted(self, "words_")
             word_vocabulary = {t: i for i, t in enumerate(self.words_.tolist())}
             tables = (self.words_, word_vocabulary, _char_table(self.chars_.tolist(), self.char_ngram_range),
-                      _word_table(self.words_.tolist(), word_vocabulary, self.word_ngram_max))
+                      _word_table(self.words_.tolist(), word_vocabulary, self.word_ngram_max),
+                      np.concatenate([self.word_idf_, self.char_idf_]))
             self._tables = tables
         return tables[1], tables[2]
 
@@ -300,7 +306,7 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         char_rows, char_cols = _char_hits([char_analyzer(doc) for doc in docs], char_table)
         n_words = len(self.word_idf_)
         return _tfidf_halves(np.concatenate([rows[known], char_rows]), np.concatenate([cols[known], char_cols + n_words]),
-                             n, n_words, np.concatenate([self.word_idf_, self.char_idf_]))
+                             n, n_words, self._tables[4])
 
 
 def _word_table(words, vocabulary, hi):
