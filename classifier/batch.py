@@ -37,7 +37,7 @@ from .fsutil import atomic_file, same_file
 from .labels import LABELS
 from .normalize import MAX_CHARS
 
-__all__ = ["Row", "read_rows", "read_stream", "score_rows", "Writer", "Summary", "run_batch", "open_output",
+__all__ = ["Row", "parsed", "read_rows", "read_stream", "score_rows", "Writer", "Summary", "run_batch", "open_output",
            "check_inputs", "check_output", "output_format", "exit_status", "to_json_line", "Stopped", "BatchError"]
 
 #: Rows scored at once (and written at once).
@@ -79,6 +79,17 @@ class Row:
     record: dict = None
     error: str = None
     source: str = ""
+    #: A JSONL line read but not parsed yet (``read_rows(..., parse=False)``): see :func:`parsed`.
+    json: str = None
+
+    def __reduce__(self):
+        # Pickled as its fields (chunks of rows go to --jobs workers): a fifth of the cost of a dataclass's state.
+        return Row, (self.line, self.record, self.error, self.source, self.json)
+
+
+def parsed(row):
+    """``row`` with its JSON line parsed into ``record`` (or ``error``), as :func:`read_rows` parses it."""
+    return row if row.json is None else _parse_jsonl(row.line, row.json, row.source)
 
 
 def _open_binary(path):
@@ -139,7 +150,7 @@ def _check_jsonl_codec(name, fmt, codec):
         raise BatchError(f"input {name}: --encoding {codec} cannot be read as JSONL (lines are split on the byte \\n)")
 
 
-def read_rows(paths, *, input_format=None, encoding=None, stats=None):
+def read_rows(paths, *, input_format=None, encoding=None, stats=None, parse=True):
     """Rows of JSONL/CSV logs (``.gz`` too, ``-`` for standard input).
 
     Never raises for bad content: a line that is not JSON, not an object,
@@ -155,19 +166,23 @@ def read_rows(paths, *, input_format=None, encoding=None, stats=None):
         the text could score the wrong one) or cannot be parsed, an unknown
         encoding, or one that JSONL cannot be split in. Raised before the
         file's first row.
+
+    With ``parse=False`` a JSONL row comes unparsed (its ``json``; blank lines
+    and lines not in the encoding are dealt with already): :func:`parsed`
+    makes it what ``parse=True`` gives, where it is wanted (a worker process).
     """
     stats = stats if stats is not None else {}
     for path in paths or ["-"]:
         name = "<stdin>" if path == "-" else str(path)
         f = _open_binary(path)
         try:
-            yield from read_stream(f, name, input_format=input_format, encoding=encoding, stats=stats)
+            yield from read_stream(f, name, input_format=input_format, encoding=encoding, stats=stats, parse=parse)
         finally:
             if f is not sys.stdin.buffer:
                 f.close()
 
 
-def read_stream(f, name, *, input_format=None, encoding=None, stats=None, first_line=1):
+def read_stream(f, name, *, input_format=None, encoding=None, stats=None, first_line=1, parse=True):
     """Rows of one open binary stream, read as :func:`read_rows` reads a file.
 
     The local command and the Dask path (one file per partition) both read
@@ -200,7 +215,7 @@ def read_stream(f, name, *, input_format=None, encoding=None, stats=None, first_
             yield from _read_csv(f, name, stats, codec)
         else:
             stats["encodings"][name] = codec or "utf-8"
-            yield from _read_jsonl(f, name, stats, codec or "utf-8", first_line)
+            yield from _read_jsonl(f, name, stats, codec or "utf-8", first_line, parse)
     except (EOFError, OSError, zlib.error) as e:
         # A truncated or corrupt .gz: the rows before it are out already.
         yield Row(line=0, error=f"{name}: input ends early or is corrupt ({e}); rows after this point are lost", source=name)
@@ -233,7 +248,7 @@ def _too_deep(line):
 _DECODER = json.JSONDecoder(strict=False)
 
 
-def _read_jsonl(f, name, stats, codec, first_line=1):
+def _read_jsonl(f, name, stats, codec, first_line=1, parse=True):
     # Split on b"\n" only: U+2028 or a lone \r inside a JSON string is not a row break.
     for n, raw in enumerate(f, first_line):
         if n == 1 and codec == "utf-8" and raw.startswith(b"\xef\xbb\xbf"):
@@ -246,22 +261,23 @@ def _read_jsonl(f, name, stats, codec, first_line=1):
         if not line.strip():
             stats["blank"] += 1
             continue
-        deep = f"line {n} is JSON nested more than {MAX_DEPTH} levels deep"
-        if _too_deep(line):
-            yield Row(n, error=deep, source=name)
-            continue
-        try:
-            obj = _DECODER.decode(line)
-        except RecursionError:  # not expected after _too_deep; kept so that no line can stop the run
-            yield Row(n, error=deep, source=name)
-            continue
-        except ValueError as e:
-            yield Row(n, error=f"line {n} is not JSON: {e}", source=name)
-            continue
-        if not isinstance(obj, dict):
-            yield Row(n, error=f"line {n} is a JSON {type(obj).__name__}, expected an object", source=name)
-            continue
-        yield Row(n, record=obj, source=name)
+        yield _parse_jsonl(n, line, name) if parse else Row(n, source=name, json=line)
+
+
+def _parse_jsonl(n, line, name):
+    """The Row of line ``n``, a JSONL line neither blank nor undecodable."""
+    deep = f"line {n} is JSON nested more than {MAX_DEPTH} levels deep"
+    if _too_deep(line):
+        return Row(n, error=deep, source=name)
+    try:
+        obj = _DECODER.decode(line)
+    except RecursionError:  # not expected after _too_deep; kept so that no line can stop the run
+        return Row(n, error=deep, source=name)
+    except ValueError as e:
+        return Row(n, error=f"line {n} is not JSON: {e}", source=name)
+    if not isinstance(obj, dict):
+        return Row(n, error=f"line {n} is a JSON {type(obj).__name__}, expected an object", source=name)
+    return Row(n, record=obj, source=name)
 
 
 class _Joined(io.RawIOBase):
@@ -429,7 +445,7 @@ def score_rows(model, rows, *, text_field="text", id_field="id", evidence=True):
     rows gain ``error`` (and scores where there is a text to score).
     """
     out, texts, where = [], [], []
-    for row in rows:
+    for row in map(parsed, rows):
         rec = dict(row.record) if row.record is not None else {}
         rec["id"] = rec.get(id_field) if rec.get(id_field) not in (None, "") else row.line
         error = row.error
@@ -814,7 +830,7 @@ def _chunks(rows, size):
 def _died(chunk, text_field, id_field):
     """Output for rows whose worker process died: reported, not lost."""
     out = []
-    for row in chunk:
+    for row in map(parsed, chunk):
         rec = dict(row.record) if row.record is not None else {}
         rec["id"] = rec.get(id_field) if rec.get(id_field) not in (None, "") else row.line
         rec["error"] = "the worker process scoring this row died; it was not scored"

@@ -293,7 +293,9 @@ def _score(args):
     # Loaded once, here: the --jobs workers are forked from this process and share it.
     model = load(model_path)
     summary = batch.Summary()
-    rows = batch.read_rows(args.inputs, input_format=args.input_format, encoding=args.encoding, stats=summary.stats)
+    # JSON lines are parsed where they are scored: with --jobs, in the workers.
+    rows = batch.read_rows(args.inputs, input_format=args.input_format, encoding=args.encoding, stats=summary.stats,
+                           parse=False)
     from tqdm import tqdm
 
     try:

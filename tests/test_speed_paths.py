@@ -161,6 +161,28 @@ def test_jobs_2_writes_what_jobs_1_writes(model, tmp_path, fmt):
     assert outs[0][3] >= 1 and outs[0][1] == len(rows)
 
 
+def test_lines_parsed_in_the_workers_are_the_rows_the_reader_parses(tmp_path):
+    from classifier.cli import main
+
+    lines = [json.dumps({"id": i, "text": t}, ensure_ascii=False) for i, t in enumerate(SCAMS + ON_PLATFORM)]
+    lines += ["not json", "[1, 2]", "[" * 150 + "]" * 150, "", "   ", '{"text": null}', '{"id": "x", "text": "\\ud800"}']
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(("\n".join(lines) + "\n").encode() + b'{"text": "\xff"}\n' + b"\xef\xbb\xbf{}\n")
+    stats, lazy_stats = {}, {}
+    eager = list(batch.read_rows([str(log)], stats=stats))
+    lazy = list(batch.read_rows([str(log)], stats=lazy_stats, parse=False))
+    assert any(r.json for r in lazy) and not any(r.json for r in eager)
+    assert [batch.parsed(r) for r in lazy] == eager and stats == lazy_stats
+    assert sum(r.error is not None for r in eager) >= 5
+    outs = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"out{jobs}.jsonl"
+        assert main(["score", str(log), "-o", str(out), "--jobs", jobs, "--allow-errors"]) == 0
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    assert len(outs[0].splitlines()) == len(eager)
+
+
 def test_no_evidence_on_the_command_line(tmp_path):
     from classifier.cli import main
 
