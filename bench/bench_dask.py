@@ -5,8 +5,9 @@
 
 The file is given as it is: the command splits it into byte-range blocks on
 line boundaries (``--blocksize``), so both workers have work. The cluster is
-started beforehand (timed on its own) and the command connects to it with
-``--scheduler``: "fresh" is its first run, whose workers import the package
+started beforehand as the command would start its own
+(``classifier.dask.local_cluster``), timed on its own, and the command
+connects to it with ``--scheduler``: "fresh" is its first run, whose workers import the package
 and load the model, "warm" a second run on the same cluster. Each worker's
 CPU seconds during the fresh run show whether both were busy. The output
 files, concatenated in name order, must be the local ``--jobs 1`` output
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 
 def _env():
@@ -61,7 +63,9 @@ def _counts(lines):
 
 def measure(log, local_out, folder, *, repeat=1, model=None, jobs1=None, blocksize="2MiB"):
     """Fresh and warm ``--dask`` runs of ``log``; checked against ``local_out`` (the --jobs 1 output)."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from classifier.dask import local_cluster
 
     local = Path(local_out).read_bytes()
     expected = _counts(local.splitlines())
@@ -71,8 +75,7 @@ def measure(log, local_out, folder, *, repeat=1, model=None, jobs1=None, blocksi
         shutil.rmtree(folder, ignore_errors=True)
         os.makedirs(folder)
         start = time.perf_counter()
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-                Client(cluster) as client:
+        with local_cluster(2, dashboard_address=":0") as cluster, Client(cluster) as client:
             runs["cluster"].append(time.perf_counter() - start)
             before = client.run(_cpu)
             for name in ("fresh", "warm"):

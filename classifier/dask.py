@@ -40,7 +40,7 @@ except ImportError as e:
 from . import batch
 from .model import LABELS, load
 
-__all__ = ["score_frame", "score_logs", "score_files", "SUMMARY_FILE"]
+__all__ = ["score_frame", "score_logs", "score_files", "local_cluster", "SUMMARY_FILE"]
 
 #: Written into the output folder last, once every partition is done.
 SUMMARY_FILE = "_summary.json"
@@ -321,7 +321,7 @@ def _check_blocksize(blocksize):
         raise batch.BatchError(f"--blocksize must be at least 1 byte, got {blocksize}")
 
 
-def _output_folder(output):
+def _output_folder(output, create=True):
     if not output or output == "-":
         raise batch.BatchError("--dask writes a folder of files: give it with -o FOLDER")
     try:
@@ -331,7 +331,8 @@ def _output_folder(output):
                 raise batch.BatchError(f"output {output}: is a file; --dask writes a folder of files")
             if fs.ls(root):
                 raise batch.BatchError(f"output {output}: the folder is not empty; give a new or empty folder")
-        fs.makedirs(root, exist_ok=True)
+        if create:
+            fs.makedirs(root, exist_ok=True)
     except (ImportError, ValueError, OSError) as e:
         raise batch.BatchError(f"output {output}: {e}") from None
     return fs, root
@@ -343,6 +344,22 @@ def _stem(name):
 
 
 # --- command line -----------------------------------------------------------
+
+
+def _load_everywhere(client, model_path):
+    """Load (and check) the model on each worker of ``client``'s cluster, in parallel; a load error is raised."""
+    run = uuid.uuid4().hex[:8]
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    futures = [client.submit(_loaded, model_path, workers=[w], allow_other_workers=False, pure=False,
+                             key=f"classifier-load-{run}-{i}") for i, w in enumerate(workers)]
+    try:
+        client.gather(futures)
+    finally:
+        client.cancel(futures)
+
+
+def _loaded(model_path):
+    _model(model_path)  # (the model stays in the worker; nothing comes back)
 
 
 def _cores():
@@ -360,9 +377,22 @@ def _client(scheduler):
         with client:
             yield client
     else:
-        with distributed.LocalCluster(n_workers=_cores(), threads_per_worker=1, processes=True) as cluster, \
-                distributed.Client(cluster) as client:
+        with local_cluster(_cores()) as cluster, distributed.Client(cluster) as client:
             yield client
+
+
+def local_cluster(n_workers, **kwargs):
+    """The LocalCluster ``score --dask`` starts: ``n_workers`` processes of one thread each.
+
+    Its workers keep glibc's own malloc trimming: Dask's nanny sets
+    ``MALLOC_TRIM_THRESHOLD_=65536`` for the processes it starts (config
+    ``distributed.nanny.pre-spawn-environ``), which makes this workload, many
+    small objects a message, about a fifth slower (bench/bench_dask.py).
+    """
+    import dask
+
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        return distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, **kwargs)
 
 
 def score_files(args):
@@ -377,11 +407,13 @@ def score_files(args):
     # Quick to get wrong, slow to find out after a cluster has started: check first.
     _expand(args.inputs, input_format=args.input_format, encoding=args.encoding)
     _check_blocksize(getattr(args, "blocksize", BLOCKSIZE))
-    load(args.model)  # a clear message here, not a failure on every worker
-    _output_folder(args.output)
+    _output_folder(args.output, create=False)
     with _client(args.scheduler) as client:
         n = len(client.scheduler_info(n_workers=-1)["workers"])
         print(f"Dask: scheduler {client.scheduler.address}, {n} workers", file=sys.stderr)
+        # Every worker loads the model now, all at once (a model that does not load is one clear error, raised
+        # here, before any output); this process never loads it.
+        _load_everywhere(client, _model_arg(args.model))
         summary = batch.Summary()
         try:
             result = score_logs(args.inputs, args.output, client=client, model_path=args.model,

@@ -186,6 +186,18 @@ def test_cli_on_a_running_scheduler(client, logs, tmp_path):
     assert f"5 files written to {tmp_path / 'out'}; rows read {len(rows)}, scored {len(rows) - errors}" in proc.stderr.decode()
 
 
+def test_a_model_that_does_not_load_is_one_clear_error_before_any_output(client, tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(_jsonl_bytes(_messages(3, "m")))
+    proc = subprocess.run([sys.executable, "-m", "classifier", "score", str(log), "--dask", "--scheduler",
+                           client.scheduler.address, "--model", str(tmp_path / "no-model"), "-o", str(tmp_path / "out")],
+                          capture_output=True, timeout=DEADLINE, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr.decode()
+    assert f"{tmp_path / 'no-model'} is not a model directory" in proc.stderr.decode()
+    assert b"Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_cli_starts_a_local_cluster(tmp_path):
     log = tmp_path / "log.jsonl"
