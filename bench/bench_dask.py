@@ -4,7 +4,8 @@
     (bench_batch.py runs it on its corpus log and puts it in results.md)
 
 The file is given as it is: the command splits it into byte-range blocks on
-line boundaries (``--blocksize``), so both workers have work. The cluster is
+line boundaries (by default at most about 2 MiB each, as many as a multiple of
+the workers; ``--blocksize`` to choose), so both workers have work. The cluster is
 started beforehand as the command would start its own
 (``classifier.dask.local_cluster``), timed on its own, and the command
 connects to it with ``--scheduler``: "fresh" is its first run, whose workers import the package
@@ -61,7 +62,7 @@ def _counts(lines):
     return counts
 
 
-def measure(log, local_out, folder, *, repeat=1, model=None, jobs1=None, blocksize="2MiB"):
+def measure(log, local_out, folder, *, repeat=1, model=None, jobs1=None, blocksize=None):
     """Fresh and warm ``--dask`` runs of ``log``; checked against ``local_out`` (the --jobs 1 output)."""
     from distributed import Client
 
@@ -70,7 +71,7 @@ def measure(log, local_out, folder, *, repeat=1, model=None, jobs1=None, blocksi
     local = Path(local_out).read_bytes()
     expected = _counts(local.splitlines())
     runs = {"cluster": [], "fresh": [], "warm": [], "busy": []}
-    extra = ["--blocksize", blocksize] + (["--model", model] if model else [])
+    extra = (["--blocksize", blocksize] if blocksize else []) + (["--model", model] if model else [])
     for r in range(repeat):
         shutil.rmtree(folder, ignore_errors=True)
         os.makedirs(folder)
@@ -98,6 +99,10 @@ def measure(log, local_out, folder, *, repeat=1, model=None, jobs1=None, blocksi
             "jobs1": jobs1, "blocksize": blocksize, "repeat": repeat}
 
 
+def _blocks_note(blocksize):
+    return f"of about {blocksize}" if blocksize else "the command's default: at most about 2 MiB, a multiple of the workers"
+
+
 def report(d, rows):
     lines = ["| run | seconds start to exit | msgs/s | msgs/s after start-up | × `--jobs 1` (start to exit, after start-up) |",
              "|---|---:|---:|---:|---:|"]
@@ -108,7 +113,7 @@ def report(d, rows):
         lines.append(f"| `score --dask`, {name} cluster | {r['seconds']:.1f} | {rows / r['seconds']:,.0f} | {r['rate']:,.0f} | "
                      f"{j1['seconds'] / r['seconds']:.2f}, {r['rate'] / j1['rate']:.2f} |")
     busy = ", ".join(f"{s:.1f}" for s in d["busy"])
-    return ("\n".join(lines) + f"\n\nOne {rows:,}-line file, split into {d['partitions']} blocks of about {d['blocksize']} "
+    return ("\n".join(lines) + f"\n\nOne {rows:,}-line file, split into {d['partitions']} blocks ({_blocks_note(d['blocksize'])}) "
             f"on a 2-worker LocalCluster (started in {d['cluster']:.1f} s, not counted); the workers' CPU seconds in "
             f"the fresh run: {busy}. Output files concatenated = the local output, byte for byte; `_summary.json` "
             "totals = the local counts (checked every run).")
@@ -118,7 +123,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--log", required=True, help="JSONL log to score")
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--blocksize", default="2MiB")
+    parser.add_argument("--blocksize", help="the command's --blocksize (default: the command's default)")
     args = parser.parse_args(argv)
     rows = sum(1 for line in Path(args.log).read_bytes().splitlines() if line.strip())
     with tempfile.TemporaryDirectory(prefix="bench_dask.") as tmp:

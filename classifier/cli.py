@@ -174,9 +174,10 @@ starting with = + - @, a tab or a carriage return get a leading ' unless
     score.add_argument("--only-flagged", action="store_true", help="write only flagged rows (and rows with errors)")
     score.add_argument("--dask", action="store_true", help="score on a Dask cluster; OUTPUT is a folder (needs the dask extra)")
     score.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address (default: a LocalCluster)")
-    score.add_argument("--blocksize", default="2MiB", metavar="SIZE",
+    score.add_argument("--blocksize", metavar="SIZE",
                        help="with --dask: JSONL files are split into blocks of about this size, on line boundaries "
-                            "(default 2MiB; .gz and CSV files are one block each)")
+                            "(default: at most 2MiB, as many as a multiple of the workers; .gz and CSV files are "
+                            "one block each)")
     score.add_argument("--no-evidence", dest="evidence", action="store_false",
                        help="skip the evidence spans (\"evidence\" is an empty list): faster on logs with many flags")
     _add_model(score)

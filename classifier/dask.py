@@ -40,11 +40,11 @@ except ImportError as e:
 from . import batch
 from .model import LABELS, load
 
-__all__ = ["score_frame", "score_logs", "score_files", "local_cluster", "SUMMARY_FILE"]
+__all__ = ["score_frame", "score_logs", "score_files", "local_cluster", "block_size", "SUMMARY_FILE"]
 
 #: Written into the output folder last, once every partition is done.
 SUMMARY_FILE = "_summary.json"
-#: Plain JSONL inputs larger than this are split into blocks of about this size.
+#: Plain JSONL inputs larger than this are split into blocks of at most about this size (see :func:`block_size`).
 BLOCKSIZE = "2MiB"
 
 # --- the model, once per worker process ------------------------------------
@@ -130,11 +130,11 @@ def _score_pandas(pdf, text_field, model_path):
 
 def score_logs(inputs, output, *, client, model_path=None, input_format=None, output_format="jsonl",
                text_field="text", id_field="id", only_flagged=False, summary=None, encoding=None, csv_escape=True,
-               blocksize=BLOCKSIZE, evidence=True):
+               blocksize=None, evidence=True):
     """Score log files on a Dask cluster: one partition and one output file per block of an input file.
 
-    A plain JSONL file larger than ``blocksize`` is split into blocks of about
-    that size on line boundaries; any other input is one block. Output file
+    A plain JSONL file larger than the block size is split into blocks of
+    about that size on line boundaries; any other input is one block. Output file
     ``k`` (counting the blocks of all inputs in order) is named
     ``{k:05d}-{input name}.jsonl`` (or ``.csv``; ``-{b}of{n}`` added for the
     blocks of a split file), so the files in name order hold the local
@@ -155,8 +155,10 @@ def score_logs(inputs, output, *, client, model_path=None, input_format=None, ou
     model_path, input_format, text_field, id_field, only_flagged, encoding, csv_escape, evidence
         As for the local command (``--encoding``, ``--no-csv-escape``, ``--no-evidence``).
     output_format : {"jsonl", "csv"}
-    blocksize : int or str
-        Bytes (``"2MiB"``) per block of a split file.
+    blocksize : int or str, optional
+        Bytes (``"2MiB"``) per block of a split file. By default at most
+        :data:`BLOCKSIZE`, and as many blocks as a multiple of the cluster's
+        workers, so that each worker gets the same share of a file.
     summary : classifier.batch.Summary, optional
         Gains the counts of every partition written (the command prints its line).
 
@@ -172,14 +174,13 @@ def score_logs(inputs, output, *, client, model_path=None, input_format=None, ou
     BatchError
         If an input is missing, its CSV header unusable, or the output folder not empty.
     """
-    _check_blocksize(blocksize)
-    from dask.utils import parse_bytes
-
-    blocksize = parse_bytes(blocksize)
+    if blocksize is not None:
+        _check_blocksize(blocksize)
     sources = _expand(inputs, input_format=input_format, encoding=encoding)
     out_fs, root = _output_folder(output)
+    workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
     # Per input: its blocks (delayed bytes), or None when it is read whole.
-    blocks = [_blocks(name, source, blocksize, input_format) for name, source in sources]
+    blocks = [_blocks(name, source, blocksize, input_format, workers) for name, source in sources]
     total = sum(len(b) if b else 1 for b in blocks)
     width = max(5, len(str(total - 1)))
     options = dict(model_path=_model_arg(model_path), input_format=input_format, output_format=output_format,
@@ -225,11 +226,32 @@ def score_logs(inputs, output, *, client, model_path=None, input_format=None, ou
     return result
 
 
-def _blocks(name, source, blocksize, input_format):
-    """The delayed byte blocks of a plain JSONL input larger than ``blocksize``, else None (read whole)."""
+def block_size(size, blocksize=None, workers=1):
+    """The block size to split a file of ``size`` bytes with: ``blocksize`` if given; else :data:`BLOCKSIZE`,
+    made smaller where that gives a number of blocks that is a multiple of ``workers`` (a block more than a
+    worker's share leaves the others idle while it runs).
+
+    ``dask.bytes.read_bytes`` cuts a file into ``size // blocksize`` blocks
+    of equal size (one, if the file is smaller).
+    """
+    from dask.utils import parse_bytes
+
+    if blocksize is not None:
+        return parse_bytes(blocksize)
+    largest = parse_bytes(BLOCKSIZE)
+    if size < 2 * largest:  # one block, or two that a worker count may not divide: as read_bytes would
+        return largest
+    n = -(-(size // largest) // workers) * workers
+    return size // n
+
+
+def _blocks(name, source, blocksize, input_format, workers=1):
+    """The delayed byte blocks of a plain JSONL input larger than its block size, else None (read whole)."""
     if name.endswith(".gz") or (input_format or batch._format_of(name)) == "csv":
         return None  # gzip cannot be entered midway; a CSV record may span lines
-    if source.fs.size(source.path) <= blocksize:
+    size = source.fs.size(source.path)
+    blocksize = block_size(size, blocksize, workers)
+    if size <= blocksize:
         return None
     from dask.bytes import read_bytes
 
@@ -406,7 +428,8 @@ def score_files(args):
         raise batch.BatchError("--jobs is for local scoring; with --dask the cluster's workers do the work")
     # Quick to get wrong, slow to find out after a cluster has started: check first.
     _expand(args.inputs, input_format=args.input_format, encoding=args.encoding)
-    _check_blocksize(getattr(args, "blocksize", BLOCKSIZE))
+    if getattr(args, "blocksize", None) is not None:
+        _check_blocksize(args.blocksize)
     _output_folder(args.output, create=False)
     with _client(args.scheduler) as client:
         n = len(client.scheduler_info(n_workers=-1)["workers"])
@@ -420,7 +443,7 @@ def score_files(args):
                                 input_format=args.input_format, output_format=args.format or "jsonl",
                                 text_field=args.text_field, id_field=args.id_field, only_flagged=args.only_flagged,
                                 summary=summary, encoding=args.encoding, csv_escape=args.csv_escape,
-                                blocksize=getattr(args, "blocksize", BLOCKSIZE), evidence=getattr(args, "evidence", True))
+                                blocksize=getattr(args, "blocksize", None), evidence=getattr(args, "evidence", True))
         except KeyboardInterrupt:
             print(f"interrupted; {args.output} holds the partitions finished so far, and no {SUMMARY_FILE}",
                   file=sys.stderr)

@@ -354,6 +354,25 @@ def test_one_file_split_into_blocks_gives_exactly_the_local_rows(client, tmp_pat
     assert len({p["first_line"] for p in summary["partitions"]}) == n
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3, 8])
+def test_by_default_a_file_is_cut_into_a_multiple_of_the_workers(tmp_path, workers):
+    from dask.utils import parse_bytes
+
+    from classifier.dask import BLOCKSIZE, _blocks, _expand, block_size
+
+    line = json.dumps({"text": "x" * 200}).encode() + b"\n"
+    log = tmp_path / "big.jsonl"
+    log.write_bytes(line * (parse_bytes("6.5MiB") // len(line)))
+    [(name, source)] = _expand([str(log)])
+    assert len(_blocks(name, source, None, None, workers)) % workers == 0
+    assert len(_blocks(name, source, "1MiB", None, workers)) == log.stat().st_size // parse_bytes("1MiB")
+    largest = parse_bytes(BLOCKSIZE)
+    for size in range(2 * largest, 10**10, 7_777_777):
+        blocks = size // block_size(size, None, workers)
+        assert blocks % workers == 0 and size // largest <= blocks < size // largest + workers
+    assert block_size(1000, None, workers) == largest  # small: one block
+
+
 def test_a_gzip_or_small_file_stays_one_block(client, tmp_path):
     log = tmp_path / "big.jsonl.gz"
     log.write_bytes(gzip.compress(_jsonl_bytes(_messages(40, "z"))))
