@@ -82,10 +82,6 @@ class Row:
     #: A JSONL line read but not parsed yet (``read_rows(..., parse=False)``): see :func:`parsed`.
     json: str = None
 
-    def __reduce__(self):
-        # Pickled as its fields (chunks of rows go to --jobs workers): a fifth of the cost of a dataclass's state.
-        return Row, (self.line, self.record, self.error, self.source, self.json)
-
 
 def parsed(row):
     """``row`` with its JSON line parsed into ``record`` (or ``error``), as :func:`read_rows` parses it."""

@@ -47,7 +47,7 @@ def evidence(features, coef, labels, docs, X, todo):
     n_words = features.n_words_
     ids = features.word_ids_many([docs[i] for i in which])
     found = _word_occurrences(ids, [docs[i].reading for i in which], bases, (1, features.word_ngram_max))
-    found += _char_occurrences(texts, features.lookups()[1], n_words)
+    found += [(owner, ids + n_words, at, at + n) for n, owner, at, ids in char_occurrences(texts, features.lookups()[1])]
     owner, js, starts, ends = (np.concatenate(column) for column in zip(*found))
     sizes = ends - starts
     keep = sizes > 0  # (an empty occurrence has no characters to weigh)
@@ -55,12 +55,12 @@ def evidence(features, coef, labels, docs, X, todo):
     # Each occurrence's feature value in its text's row (0 if absent), and
     # how often the feature occurs in that text.
     X = X.tocsr()
-    X.sort_indices()
+    X = X if X.has_sorted_indices else X.sorted_indices()
     width = X.shape[1]
-    # The rows' entries, in order (sorted, as each row's are): where each starts, and its key.
-    first, sizes_x = X.indptr[which], X.indptr[np.add(which, 1)] - X.indptr[which]
-    at_x = np.repeat(first - (np.cumsum(sizes_x) - sizes_x), sizes_x) + np.arange(sizes_x.sum())
-    row_keys = np.repeat(np.arange(len(which)), sizes_x) * width + X.indices[at_x]
+    # The rows' entries, in order (sorted, as each row's are): each one's place in X, and its key.
+    first = X.indptr[which]
+    row, at_x = _places(first, X.indptr[np.add(which, 1)] - first)
+    row_keys = row * width + X.indices[at_x]
     keys = owner * width + js
     at = find(row_keys, at_x, keys)
     values = np.where(at >= 0, X.data[at], 0.0) if len(row_keys) else np.zeros(len(keys))
@@ -116,15 +116,6 @@ def _word_occurrences(ids, readings, bases, ngram_range):
         found.append((owner[hit], js[hit], starts[token[hit]], ends[token[hit] + n - 1]))
         before += size
     return found
-
-
-def _char_occurrences(texts, table, offset):
-    """Where the vocabulary's character n-grams occur in the texts: [(text, features + offset, starts, ends)].
-
-    In the texts as they are, n by n, each by position; starts and ends
-    count from the first text.
-    """
-    return [(owner, ids + offset, at, at + n) for n, owner, at, ids in char_occurrences(texts, table)]
 
 
 def _places(starts, lengths):

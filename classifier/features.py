@@ -252,20 +252,24 @@ class TextFeatures(TransformerMixin, BaseEstimator):
 
     def lookups(self):
         """(word vocabulary dict, char table) built from the fitted arrays, cached."""
+        tables = self._lookup_tables()
+        return tables.vocabulary, tables.chars
+
+    def _lookup_tables(self):
+        """The :class:`_Tables` built from the fitted arrays, cached (rebuilt when ``words_`` is another array)."""
         tables = getattr(self, "_tables", None)
-        if tables is None or tables[0] is not getattr(self, "words_", None):
+        if tables is None or tables.words is not getattr(self, "words_", None):
             check_is_fitted(self, "words_")
-            word_vocabulary = {t: i for i, t in enumerate(self.words_.tolist())}
-            tables = (self.words_, word_vocabulary, _char_table(self.chars_.tolist(), self.char_ngram_range),
-                      _word_table(self.words_.tolist(), word_vocabulary, self.word_ngram_max),
-                      np.concatenate([self.word_idf_, self.char_idf_]))
+            vocabulary = {t: i for i, t in enumerate(self.words_.tolist())}
+            tables = _Tables(self.words_, vocabulary, _char_table(self.chars_.tolist(), self.char_ngram_range),
+                             _word_table(self.words_.tolist(), vocabulary, self.word_ngram_max),
+                             np.concatenate([self.word_idf_, self.char_idf_]))
             self._tables = tables
-        return tables[1], tables[2]
+        return tables
 
     def _keyed_ngrams(self):
         """The word n-gram table of :func:`_word_table` (None: look n-grams up as strings), cached with the lookups."""
-        self.lookups()
-        return self._tables[3]
+        return self._lookup_tables().word_ngrams
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -292,21 +296,31 @@ class TextFeatures(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         docs = _docs(X, "transform")
-        vocabulary, char_table = self.lookups()  # (checks the step is fitted)
+        tables = self._lookup_tables()  # (checks the step is fitted)
         n = len(docs)
-        word_table = self._keyed_ngrams()
+        word_table = tables.word_ngrams
         if word_table is None:  # n-grams that cannot be keyed by their words: as strings, doc by doc
             ids = [self.word_ids(doc) for doc in docs]
             rows = np.repeat(np.arange(n), [len(i) for i in ids])
             cols = np.concatenate(ids) if n else np.zeros(0, dtype=np.intp)
         else:
             seqs = [lemmas(doc, self.tool_classes) for doc in docs]
-            rows, cols = _word_hits(seqs, vocabulary, word_table, len(self.words_))
+            rows, cols = _word_hits(seqs, tables.vocabulary, word_table, len(self.words_))
         known = cols >= 0
-        char_rows, char_cols = _char_hits([char_analyzer(doc) for doc in docs], char_table)
+        char_rows, char_cols = _char_hits([char_analyzer(doc) for doc in docs], tables.chars)
         n_words = len(self.word_idf_)
         return _tfidf_halves(np.concatenate([rows[known], char_rows]), np.concatenate([cols[known], char_cols + n_words]),
-                             n, n_words, self._tables[4])
+                             n, n_words, tables.idf)
+
+
+class _Tables(NamedTuple):
+    """What ``TextFeatures`` looks features up in, built from its fitted arrays."""
+
+    words: np.ndarray  # the ``words_`` they were built from
+    vocabulary: dict  # word n-gram -> feature number
+    chars: dict  # see _char_table
+    word_ngrams: dict  # see _word_table (None: n-grams looked up as strings)
+    idf: np.ndarray  # both halves' idf, side by side
 
 
 def _word_table(words, vocabulary, hi):
